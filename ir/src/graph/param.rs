@@ -1,0 +1,382 @@
+//! Params: constant tensors with the record of where their data came from.
+//!
+//! A param's data is loaded once and shared (`Arc`) by every copy of the
+//! graph; passes that make new constants (folding) record them as literals.
+//! The source is what the printer writes, so a printed graph parses back to
+//! the same data: a weights file and tensor name, a seeded initializer, or the
+//! values themselves (in decimal up to 16 elements, in hex bits beyond).
+
+use super::op::{AttrError, AttrValue};
+use super::weights::WeightFiles;
+use crate::tensor::Tensor;
+use crate::types::TensorType;
+use std::sync::Arc;
+
+/// Literals with more elements than this print as hex bits.
+const DECIMAL_LITERAL_LIMIT: usize = 16;
+
+/// A seeded initializer, for experiments without a weights file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Initializer {
+    /// All 0.
+    Zeros,
+    /// All 1.
+    Ones,
+    /// Uniform in `[low, high)`.
+    Uniform {
+        /// Lower bound.
+        low: f64,
+        /// Upper bound.
+        high: f64,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// Normal with the given mean and standard deviation.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// He (Kaiming) normal: mean 0, std `sqrt(2 / fan_in)`, with `fan_in`
+    /// the product of all dims but the first.
+    Kaiming {
+        /// Generator seed.
+        seed: u64,
+    },
+}
+
+impl Initializer {
+    /// The initializer's name in text.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Initializer::Zeros => "zeros",
+            Initializer::Ones => "ones",
+            Initializer::Uniform { .. } => "uniform",
+            Initializer::Normal { .. } => "normal",
+            Initializer::Kaiming { .. } => "kaiming",
+        }
+    }
+
+    /// The names of the initializer's arguments, positional order.
+    pub fn arg_names(name: &str) -> Option<&'static [&'static str]> {
+        Some(match name {
+            "zeros" | "ones" => &[],
+            "uniform" => &["low", "high", "seed"],
+            "normal" => &["mean", "std", "seed"],
+            "kaiming" => &["seed"],
+            _ => return None,
+        })
+    }
+
+    /// Builds an initializer from its name and named arguments.
+    pub fn from_args(name: &str, args: &[(String, AttrValue)]) -> Result<Initializer, AttrError> {
+        let allowed = Initializer::arg_names(name).ok_or_else(|| AttrError {
+            attr: None,
+            message: format!(
+                "unknown initializer `{name}`; expected one of: zeros, ones, uniform, normal, kaiming"
+            ),
+        })?;
+        for (k, _) in args {
+            if !allowed.contains(&k.as_str()) {
+                return Err(AttrError {
+                    attr: Some(k.clone()),
+                    message: format!("`{name}` has no argument `{k}`"),
+                });
+            }
+        }
+        let float = |k: &str, default: f64| -> Result<f64, AttrError> {
+            match args.iter().find(|(n, _)| n == k).map(|(_, v)| v) {
+                None => Ok(default),
+                Some(AttrValue::Int(v)) => Ok(*v as f64),
+                Some(AttrValue::Float(v)) if v.is_finite() => Ok(*v),
+                Some(_) => Err(AttrError {
+                    attr: Some(k.into()),
+                    message: format!("`{k}` must be a finite number"),
+                }),
+            }
+        };
+        let seed = match args.iter().find(|(n, _)| n == "seed").map(|(_, v)| v) {
+            None => 0,
+            Some(AttrValue::Int(v)) if *v >= 0 => *v as u64,
+            Some(_) => {
+                return Err(AttrError {
+                    attr: Some("seed".into()),
+                    message: "`seed` must be a non-negative integer".into(),
+                })
+            }
+        };
+        Ok(match name {
+            "zeros" => Initializer::Zeros,
+            "ones" => Initializer::Ones,
+            "uniform" => {
+                let (low, high) = (float("low", -1.0)?, float("high", 1.0)?);
+                if low >= high {
+                    return Err(AttrError {
+                        attr: Some("high".into()),
+                        message: format!("`uniform` needs low < high, got {low} and {high}"),
+                    });
+                }
+                Initializer::Uniform { low, high, seed }
+            }
+            "normal" => {
+                let std = float("std", 1.0)?;
+                if std < 0.0 {
+                    return Err(AttrError {
+                        attr: Some("std".into()),
+                        message: "`std` must not be negative".into(),
+                    });
+                }
+                Initializer::Normal {
+                    mean: float("mean", 0.0)?,
+                    std,
+                    seed,
+                }
+            }
+            _ => Initializer::Kaiming { seed },
+        })
+    }
+
+    /// The initializer's arguments, in printing order.
+    pub fn args(&self) -> Vec<(&'static str, AttrValue)> {
+        match self {
+            Initializer::Zeros | Initializer::Ones => vec![],
+            Initializer::Uniform { low, high, seed } => vec![
+                ("low", AttrValue::Float(*low)),
+                ("high", AttrValue::Float(*high)),
+                ("seed", AttrValue::Int(*seed as i64)),
+            ],
+            Initializer::Normal { mean, std, seed } => vec![
+                ("mean", AttrValue::Float(*mean)),
+                ("std", AttrValue::Float(*std)),
+                ("seed", AttrValue::Int(*seed as i64)),
+            ],
+            Initializer::Kaiming { seed } => vec![("seed", AttrValue::Int(*seed as i64))],
+        }
+    }
+
+    /// Generates the values for a static shape.
+    pub fn generate(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = match self {
+            Initializer::Zeros => vec![0.0; n],
+            Initializer::Ones => vec![1.0; n],
+            Initializer::Uniform { low, high, seed } => {
+                let mut rng = SplitMix64::new(*seed);
+                (0..n)
+                    .map(|_| (low + (high - low) * rng.unit()) as f32)
+                    .collect()
+            }
+            Initializer::Normal { mean, std, seed } => {
+                let mut rng = SplitMix64::new(*seed);
+                (0..n).map(|_| (mean + std * rng.normal()) as f32).collect()
+            }
+            Initializer::Kaiming { seed } => {
+                let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+                let std = (2.0 / fan_in as f64).sqrt();
+                let mut rng = SplitMix64::new(*seed);
+                (0..n).map(|_| (std * rng.normal()) as f32).collect()
+            }
+        };
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+}
+
+/// A small seeded generator (SplitMix64): reproducible on every platform.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)` with 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit();
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Where a param's data came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamSource {
+    /// A tensor of a safetensors file (path as written, tensor name).
+    File {
+        /// The file's path, relative to the working directory or absolute.
+        path: String,
+        /// The tensor's name in the file.
+        tensor: String,
+    },
+    /// A seeded initializer.
+    Init(Initializer),
+    /// Values held in the IR text (written by folding passes or by hand).
+    Literal,
+}
+
+/// A constant tensor and its source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// The values, shared between copies of the graph.
+    pub data: Arc<Tensor>,
+    /// How to print it.
+    pub source: ParamSource,
+}
+
+impl Param {
+    /// A literal param holding `tensor`.
+    pub fn literal(tensor: Tensor) -> Param {
+        Param {
+            data: Arc::new(tensor),
+            source: ParamSource::Literal,
+        }
+    }
+
+    /// The attributes the printer writes.
+    pub fn attrs(&self) -> Vec<(&'static str, AttrValue)> {
+        match &self.source {
+            ParamSource::File { path, tensor } => vec![
+                ("file", AttrValue::Str(path.clone())),
+                ("tensor", AttrValue::Str(tensor.clone())),
+            ],
+            ParamSource::Init(init) => {
+                let mut v = vec![("init", AttrValue::Str(init.name().into()))];
+                v.extend(init.args());
+                v
+            }
+            ParamSource::Literal if self.data.numel() <= DECIMAL_LITERAL_LIMIT => vec![(
+                "data",
+                AttrValue::List(
+                    self.data
+                        .data
+                        .iter()
+                        .map(|&x| AttrValue::Float32(x))
+                        .collect(),
+                ),
+            )],
+            ParamSource::Literal => {
+                let hex: String = self
+                    .data
+                    .data
+                    .iter()
+                    .map(|x| format!("{:08x}", x.to_bits()))
+                    .collect();
+                vec![("hex", AttrValue::Str(hex))]
+            }
+        }
+    }
+
+    /// Rebuilds a param from printed attributes and its declared type,
+    /// reading weights files through `files`.
+    pub fn from_attrs(
+        attrs: &[(String, AttrValue)],
+        ty: &TensorType,
+        files: &mut WeightFiles,
+    ) -> Result<Param, AttrError> {
+        let err = |attr: Option<&str>, message: String| AttrError {
+            attr: attr.map(str::to_string),
+            message,
+        };
+        let shape = ty.shape.as_static().ok_or_else(|| {
+            err(
+                None,
+                format!("a param needs a static shape, not {}", ty.shape),
+            )
+        })?;
+        let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        let string = |k: &str| match get(k) {
+            Some(AttrValue::Str(s)) => Ok(s.clone()),
+            _ => Err(err(Some(k), format!("`{k}` must be a string"))),
+        };
+        let numel = crate::tensor::checked_numel(&shape)
+            .ok_or_else(|| err(None, format!("param shape {} is too large", ty.shape)))?;
+        if get("file").is_some() {
+            let path = string("file")?;
+            let tensor = string("tensor")?;
+            let data = files
+                .load(&path, &tensor, ty)
+                .map_err(|e| err(Some("file"), e.to_string()))?;
+            return Ok(Param {
+                data: Arc::new(data),
+                source: ParamSource::File { path, tensor },
+            });
+        }
+        if get("init").is_some() {
+            let name = string("init")?;
+            let args: Vec<(String, AttrValue)> =
+                attrs.iter().filter(|(k, _)| k != "init").cloned().collect();
+            let init = Initializer::from_args(&name, &args)?;
+            return Ok(Param {
+                data: Arc::new(init.generate(&shape)),
+                source: ParamSource::Init(init),
+            });
+        }
+        let values: Vec<f32> = match (get("data"), get("hex")) {
+            (Some(AttrValue::List(items)), None) => items
+                .iter()
+                .map(|v| match v {
+                    AttrValue::Int(i) => Ok(*i as f32),
+                    AttrValue::Float(f) => Ok(*f as f32),
+                    AttrValue::Float32(f) => Ok(*f),
+                    _ => Err(err(Some("data"), "`data` holds numbers".into())),
+                })
+                .collect::<Result<_, _>>()?,
+            (None, Some(AttrValue::Str(hex))) => parse_hex(hex)
+                .ok_or_else(|| err(Some("hex"), "`hex` must hold 8 hex digits per value".into()))?,
+            _ => {
+                return Err(err(
+                    None,
+                    "a param needs `file` and `tensor`, `init`, `data` or `hex`".into(),
+                ))
+            }
+        };
+        if values.len() != numel {
+            return Err(err(
+                None,
+                format!(
+                    "{} has {numel} elements but {} values are given",
+                    ty,
+                    values.len()
+                ),
+            ));
+        }
+        Ok(Param::literal(Tensor {
+            shape,
+            data: values,
+        }))
+    }
+}
+
+fn parse_hex(hex: &str) -> Option<Vec<f32>> {
+    if hex.len() % 8 != 0 || !hex.is_ascii() {
+        return None;
+    }
+    (0..hex.len() / 8)
+        .map(|i| {
+            u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16)
+                .ok()
+                .map(f32::from_bits)
+        })
+        .collect()
+}

@@ -1,0 +1,137 @@
+//! The reference interpreter: evaluates a graph node by node.
+//!
+//! Symbolic sizes are bound from the shapes of the inputs (a size given
+//! twice must agree); every node is then evaluated by the reference
+//! semantics of its op, in topological order, and values are dropped as soon
+//! as their last user has run. It is slow on purpose: plain loops, no
+//! layout tricks, nothing to get wrong.
+
+use lopper_ir::graph::reference::evaluate;
+use lopper_ir::graph::NodeIndex;
+use lopper_ir::{Dim, Graph, Op, Tensor};
+use std::collections::{BTreeMap, HashMap};
+
+/// A failure to run a graph.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RunError {
+    /// An input is missing, extra or of the wrong shape.
+    #[error("{0}")]
+    Input(String),
+    /// An op failed while evaluating.
+    #[error("while evaluating %{node}: {message}")]
+    Eval {
+        /// The node.
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Binds the graph's symbolic sizes from the inputs' shapes, on top of
+/// `given` (from `--set`); every input must match its declared type.
+pub fn bind_sizes(
+    g: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    given: &BTreeMap<String, usize>,
+) -> Result<BTreeMap<String, usize>, RunError> {
+    let mut sizes = given.clone();
+    for &i in &g.inputs {
+        let node = g.node(i);
+        let t = inputs.get(&node.name).ok_or_else(|| {
+            RunError::Input(format!("input `{}` ({}) is not given", node.name, node.ty))
+        })?;
+        let declared = &node.ty.shape;
+        let mismatch = |why: String| {
+            RunError::Input(format!(
+                "input `{}` has shape {:?} but the model expects {}: {why}",
+                node.name, t.shape, node.ty
+            ))
+        };
+        if t.shape.len() != declared.rank() {
+            return Err(mismatch(format!(
+                "rank {} instead of {}",
+                t.shape.len(),
+                declared.rank()
+            )));
+        }
+        for (axis, (d, &actual)) in declared.0.iter().zip(&t.shape).enumerate() {
+            match d {
+                Dim::Static(n) if *n != actual => {
+                    return Err(mismatch(format!("dim {axis} is {actual}, expected {n}")))
+                }
+                Dim::Static(_) => {}
+                Dim::Symbol(s) => match sizes.get(s) {
+                    Some(&bound) if bound != actual => {
+                        return Err(mismatch(format!(
+                            "dim {axis} is {actual}, but `{s}` = {bound}"
+                        )))
+                    }
+                    _ => {
+                        if actual == 0 {
+                            return Err(mismatch(format!("`{s}` must be positive")));
+                        }
+                        sizes.insert(s.clone(), actual);
+                    }
+                },
+            }
+        }
+    }
+    for name in inputs.keys() {
+        if !g.inputs.iter().any(|&i| &g.node(i).name == name) {
+            let names: Vec<String> = g.inputs.iter().map(|&i| g.node(i).name.clone()).collect();
+            return Err(RunError::Input(format!(
+                "the model has no input `{name}`; its inputs are: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(sizes)
+}
+
+/// Runs `g` on `inputs` (by input name); returns the outputs by name, in order.
+pub fn run_graph(
+    g: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    given: &BTreeMap<String, usize>,
+) -> Result<Vec<(String, Tensor)>, RunError> {
+    let sizes = bind_sizes(g, inputs, given)?;
+    let order = g
+        .topo_order()
+        .map_err(|_| RunError::Input("the graph has a cycle".into()))?;
+    let mut remaining: HashMap<NodeIndex, usize> =
+        order.iter().map(|&n| (n, g.users(n).len())).collect();
+    for o in &g.outputs {
+        *remaining.entry(o.node).or_default() += 1;
+    }
+    let mut values: HashMap<NodeIndex, Tensor> = HashMap::new();
+    for n in order {
+        let node = g.node(n);
+        let fail = |message: String| RunError::Eval {
+            node: node.name.clone(),
+            message,
+        };
+        let value = match &node.op {
+            Op::Input => inputs[&node.name].clone(),
+            Op::Param(p) => p.data.as_ref().clone(),
+            op => {
+                let shape = node.ty.shape.bind(&sizes).map_err(fail)?;
+                let operands = g.operands(n);
+                let args: Vec<&Tensor> = operands.iter().map(|o| &values[o]).collect();
+                let result = evaluate(op, &args, &shape).map_err(fail)?;
+                for o in operands {
+                    let left = remaining.get_mut(&o).expect("every node is counted");
+                    *left -= 1;
+                    if *left == 0 {
+                        values.remove(&o);
+                    }
+                }
+                result
+            }
+        };
+        values.insert(n, value);
+    }
+    Ok(g.outputs
+        .iter()
+        .map(|o| (o.name.clone(), values[&o.node].clone()))
+        .collect())
+}

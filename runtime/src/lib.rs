@@ -1,0 +1,12 @@
+//! lopper's runtime: tensors in and out of safetensors files, and the
+//! reference interpreter that runs a graph directly.
+//!
+//! The interpreter is the oracle every compiled result is checked against;
+//! loading and calling compiled shared objects arrives with the backends.
+#![deny(missing_docs)]
+
+pub mod interpreter;
+pub mod io;
+
+pub use interpreter::{bind_sizes, run_graph, RunError};
+pub use io::{random_tensor, read_tensor_file, write_tensors, IoError};

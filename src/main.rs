@@ -1,0 +1,423 @@
+//! `lopper`: the command-line driver of the lopper deep-learning compiler.
+//!
+//! Each subcommand is a thin shell over the driver: `check` reports a
+//! model, `dump` and `opt` run pass pipelines and print IR, `run` and `eval`
+//! execute a model. Errors print as diagnostics with file:line:col and exit
+//! with status 1; bad flags exit with status 2.
+
+mod driver;
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use driver::{
+    argmax_rows, describe_tensor, load_graph, parse_sizes, read_input, run_pipeline, summary,
+    Rendered,
+};
+use lopper_ir::graph::{print_gir, to_dot};
+use lopper_ir::{Dim, Tensor};
+use lopper_passes::{graph_pipeline, Instrumentation, GRAPH_PASSES};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "lopper",
+    version,
+    about = "A miniature deep-learning compiler that shows every step it takes",
+    long_about = "lopper reads a model written in its DSL (.lop) or graph IR text (.gir), \
+runs graph passes (shape inference, folding, simplification, ...) and executes \
+or prints the result. Every stage can be printed, dumped and re-run by hand.",
+    after_help = "Examples:\n  lopper check examples/mlp.lop\n  lopper dump examples/lenet5.lop --print-after-all\n  lopper eval examples/digits_mlp.lop --data ../shared/data/digits/digits.safetensors\n\nRun `lopper help <command>` for the flags of one command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse, verify and infer shapes; print each op with its type and FLOPs, and the params.
+    Check {
+        /// The model (.lop or .gir).
+        file: PathBuf,
+        /// Bind a symbolic size for the totals, e.g. `--set batch=64` (repeatable).
+        #[arg(long = "set", value_name = "NAME=SIZE")]
+        set: Vec<String>,
+    },
+    /// Run a pass pipeline on a model and print the resulting IR.
+    Dump {
+        /// The model (.lop or .gir).
+        file: PathBuf,
+        /// What to print: graph IR text or Graphviz.
+        #[arg(long, value_enum, default_value_t = Emit::Gir)]
+        emit: Emit,
+        /// Write the result here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Run passes on graph IR text and print the result (like mlir-opt); no passes by default.
+    Opt {
+        /// The graph IR file (.gir).
+        file: PathBuf,
+        /// Write the result here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// What to print.
+        #[arg(long, value_enum, default_value_t = Emit::Gir)]
+        emit: Emit,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Run a model on inputs and print a summary of each output.
+    Run {
+        /// The model (.lop or .gir).
+        file: PathBuf,
+        /// An input: `NAME=FILE.safetensors[:TENSOR]` or `NAME=random:SEED` (repeatable).
+        #[arg(long = "input", value_name = "NAME=SOURCE", required = true)]
+        inputs: Vec<String>,
+        /// Bind a symbolic size, e.g. `--set batch=8` (needed for random inputs).
+        #[arg(long = "set", value_name = "NAME=SIZE")]
+        set: Vec<String>,
+        /// Write every output to this safetensors file.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Where to run it (compiled backends arrive with code generation).
+        #[arg(long, default_value = "interpreter")]
+        backend: lopper_backends::Backend,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Measure classification accuracy on a labelled data set, with a confusion matrix.
+    Eval {
+        /// The model (.lop or .gir); its first output holds class scores.
+        file: PathBuf,
+        /// A safetensors file with inputs and integer labels.
+        #[arg(long, value_name = "FILE")]
+        data: PathBuf,
+        /// The inputs' tensor name.
+        #[arg(long, default_value = "test_x")]
+        x: String,
+        /// The labels' tensor name.
+        #[arg(long, default_value = "test_y")]
+        y: String,
+        /// Where to run it.
+        #[arg(long, default_value = "interpreter")]
+        backend: lopper_backends::Backend,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// List every pass with its description and options.
+    Passes,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    /// Graph IR text (parses back with `lopper opt`).
+    Gir,
+    /// Graphviz DOT (render with `dot -Tsvg`).
+    Dot,
+}
+
+/// Flags shared by every command that runs passes, named as LLVM and MLIR name them.
+#[derive(Args, Clone)]
+struct PipelineArgs {
+    /// The pass pipeline, e.g. `simplify,fold-constants,dce` (see `lopper passes`).
+    #[arg(long, value_name = "PIPELINE", conflicts_with = "opt_level")]
+    passes: Option<String>,
+    /// Optimization level: 0 (shape inference only) to 3.
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: Option<u8>,
+    /// Print the IR before this pass (repeatable, or comma-separated).
+    #[arg(long, value_name = "PASS", value_delimiter = ',')]
+    print_before: Vec<String>,
+    /// Print the IR after this pass (repeatable, or comma-separated).
+    #[arg(long, value_name = "PASS", value_delimiter = ',')]
+    print_after: Vec<String>,
+    /// Print the IR before every pass.
+    #[arg(long)]
+    print_before_all: bool,
+    /// Print the IR after every pass.
+    #[arg(long)]
+    print_after_all: bool,
+    /// With --print-after*: print only when the pass changed the IR.
+    #[arg(long)]
+    print_changed_only: bool,
+    /// Write numbered dumps (00-input.gir, 01-shape-infer.gir, ...) into this folder.
+    #[arg(long, value_name = "DIR")]
+    dump_dir: Option<PathBuf>,
+    /// Stop after this pass.
+    #[arg(long, value_name = "PASS")]
+    stop_after: Option<String>,
+    /// Skip this pass (repeatable, or comma-separated).
+    #[arg(long, value_name = "PASS", value_delimiter = ',')]
+    disable_pass: Vec<String>,
+    /// Print how long each pass took.
+    #[arg(long)]
+    time_passes: bool,
+    /// Verify the IR after every pass (always on in debug builds).
+    #[arg(long)]
+    verify_each: bool,
+}
+
+impl PipelineArgs {
+    fn pipeline(&self, default: &str) -> String {
+        match (&self.passes, self.opt_level) {
+            (Some(p), _) => p.clone(),
+            (None, Some(level)) => graph_pipeline(level).to_string(),
+            (None, None) => default.to_string(),
+        }
+    }
+
+    fn instrumentation(&self, origin: String) -> Instrumentation {
+        Instrumentation {
+            print_before: self.print_before.clone(),
+            print_after: self.print_after.clone(),
+            print_before_all: self.print_before_all,
+            print_after_all: self.print_after_all,
+            print_changed_only: self.print_changed_only,
+            dump_dir: self.dump_dir.clone(),
+            stop_after: self.stop_after.clone(),
+            disable: self.disable_pass.clone(),
+            time_passes: self.time_passes,
+            verify_each: self.verify_each || cfg!(debug_assertions),
+            origin,
+        }
+    }
+}
+
+fn emit_text(g: &lopper_ir::Graph, emit: Emit, output: Option<&Path>) -> Result<()> {
+    let text = match emit {
+        Emit::Gir => print_gir(g),
+        Emit::Dot => to_dot(g),
+    };
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| anyhow!("cannot write `{}`: {e}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn load_and_optimize(file: &Path, args: &PipelineArgs, default: &str) -> Result<lopper_ir::Graph> {
+    let mut g = load_graph(file)?;
+    let origin = format!("lopper dump {} --passes ''", file.display());
+    run_pipeline(
+        &mut g,
+        &args.pipeline(default),
+        args.instrumentation(origin),
+    )?;
+    Ok(g)
+}
+
+fn run_inputs(
+    g: &lopper_ir::Graph,
+    specs: &[String],
+    sizes: &std::collections::BTreeMap<String, usize>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut inputs = HashMap::new();
+    for spec in specs {
+        let (name, source) = spec.split_once('=').ok_or_else(|| {
+            anyhow!("--input `{spec}`: expected NAME=FILE.safetensors[:TENSOR] or NAME=random:SEED")
+        })?;
+        let node = g
+            .inputs
+            .iter()
+            .map(|&i| g.node(i))
+            .find(|n| n.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = g.inputs.iter().map(|&i| g.node(i).name.as_str()).collect();
+                anyhow!(
+                    "--input `{spec}`: the model has no input `{name}`; its inputs are: {}",
+                    names.join(", ")
+                )
+            })?;
+        let tensor = if let Some(seed) = source.strip_prefix("random:") {
+            let seed: u64 = seed.parse().map_err(|_| {
+                anyhow!("--input `{spec}`: the seed must be a non-negative integer")
+            })?;
+            let mut shape = Vec::new();
+            for d in &node.ty.shape.0 {
+                shape.push(match d {
+                    Dim::Static(n) => *n,
+                    Dim::Symbol(s) => *sizes.get(s).ok_or_else(|| {
+                        anyhow!("--input `{spec}`: random data needs `{s}`; pass --set {s}=N")
+                    })?,
+                });
+            }
+            if lopper_ir::tensor::checked_numel(&shape).is_none_or(|n| n > 1 << 31) {
+                bail!("--input `{spec}`: {shape:?} is too large");
+            }
+            lopper_runtime::random_tensor(shape, seed)
+        } else {
+            read_input(source)?
+        };
+        if inputs.insert(name.to_string(), tensor).is_some() {
+            bail!("--input `{name}` is given twice");
+        }
+    }
+    Ok(inputs)
+}
+
+fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Check { file, set } => {
+            let sizes = parse_sizes(&set)?;
+            let mut g = load_graph(&file)?;
+            run_pipeline(
+                &mut g,
+                "shape-infer",
+                Instrumentation {
+                    verify_each: true,
+                    ..Default::default()
+                },
+            )?;
+            print!("{}", summary(&g, &sizes));
+        }
+        Command::Dump {
+            file,
+            emit,
+            output,
+            pipeline,
+        } => {
+            let g = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE)?;
+            emit_text(&g, emit, output.as_deref())?;
+        }
+        Command::Opt {
+            file,
+            output,
+            emit,
+            pipeline,
+        } => {
+            let g = load_and_optimize(&file, &pipeline, "")?;
+            emit_text(&g, emit, output.as_deref())?;
+        }
+        Command::Run {
+            file,
+            inputs,
+            set,
+            output,
+            backend: _,
+            pipeline,
+        } => {
+            let sizes = parse_sizes(&set)?;
+            let g = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE)?;
+            let inputs = run_inputs(&g, &inputs, &sizes)?;
+            let outputs = lopper_runtime::run_graph(&g, &inputs, &sizes)?;
+            for (name, t) in &outputs {
+                println!("{}", describe_tensor(name, t));
+            }
+            if let Some(path) = output {
+                let named: Vec<(String, &Tensor)> =
+                    outputs.iter().map(|(n, t)| (n.clone(), t)).collect();
+                lopper_runtime::write_tensors(&path, &named)?;
+                println!("wrote {}", path.display());
+            }
+        }
+        Command::Eval {
+            file,
+            data,
+            x,
+            y,
+            backend: _,
+            pipeline,
+        } => {
+            let g = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE)?;
+            evaluate_accuracy(&g, &data, &x, &y)?;
+        }
+        Command::Passes => {
+            for p in GRAPH_PASSES {
+                println!("{:<16} {}", p.name, p.description);
+                for (o, d) in p.options {
+                    println!("    {o:<12} {d}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn evaluate_accuracy(g: &lopper_ir::Graph, data: &Path, x: &str, y: &str) -> Result<()> {
+    let [input] = g.inputs[..] else {
+        bail!(
+            "eval needs a model with one input; `{}` has {}",
+            g.name,
+            g.inputs.len()
+        );
+    };
+    let features = lopper_runtime::read_tensor_file(data, Some(x))?;
+    let labels = lopper_runtime::read_tensor_file(data, Some(y))?;
+    let n = *features
+        .shape
+        .first()
+        .ok_or_else(|| anyhow!("`{x}` must have a leading sample dimension"))?;
+    if labels.shape != [n] {
+        bail!(
+            "labels `{y}` have shape {:?}; expected [{n}] to match `{x}`",
+            labels.shape
+        );
+    }
+    // Reshape per-sample features to the model's input (e.g. [N, 784] → [N, 1, 28, 28]).
+    let declared = &g.node(input).ty.shape;
+    let per_sample: Option<Vec<usize>> = declared.0[1..].iter().map(Dim::as_static).collect();
+    let per_sample = per_sample
+        .ok_or_else(|| anyhow!("eval needs an input whose dims after the first are static"))?;
+    let mut shape = vec![n];
+    shape.extend(&per_sample);
+    if lopper_ir::tensor::checked_numel(&shape) != Some(features.values.len()) {
+        bail!(
+            "`{x}` has shape {:?}, which does not hold {n} inputs of {declared}",
+            features.shape
+        );
+    }
+    let mut inputs = HashMap::new();
+    inputs.insert(
+        g.node(input).name.clone(),
+        Tensor {
+            shape,
+            data: features.values,
+        },
+    );
+    let outputs = lopper_runtime::run_graph(g, &inputs, &Default::default())?;
+    let (_, scores) = &outputs[0];
+    let predicted = argmax_rows(scores);
+    let classes = *scores.shape.last().unwrap_or(&1);
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut correct = 0;
+    for (p, &l) in predicted.iter().zip(&labels.values) {
+        let l = l as usize;
+        if l >= classes {
+            bail!("label {l} is out of range for {classes} classes");
+        }
+        confusion[l][*p] += 1;
+        correct += usize::from(l == *p);
+    }
+    println!("accuracy: {:.4} ({correct}/{n})", correct as f64 / n as f64);
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    let header: String = (0..classes).map(|c| format!("{c:>5}")).collect();
+    println!("     {header}");
+    for (c, row) in confusion.iter().enumerate() {
+        let cells: String = row.iter().map(|v| format!("{v:>5}")).collect();
+        println!("{c:>5}{cells}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(r) = e.downcast_ref::<Rendered>() {
+                eprintln!("{r}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
