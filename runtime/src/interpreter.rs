@@ -118,7 +118,10 @@ pub fn run_graph(
                 let operands = g.operands(n);
                 let args: Vec<&Tensor> = operands.iter().map(|o| &values[o]).collect();
                 let result = evaluate(op, &args, &shape).map_err(fail)?;
-                for o in operands {
+                let mut distinct = operands;
+                distinct.sort();
+                distinct.dedup();
+                for o in distinct {
                     let left = remaining.get_mut(&o).expect("every node is counted");
                     *left -= 1;
                     if *left == 0 {

@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use lopper_ir::graph::weights::RawTensor;
+use lopper_ir::{Graph, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (integration tests run there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Loads a `.lop` model given relative to the root, failing with its diagnostics.
+pub fn load(relative: &str) -> Graph {
+    lopper_frontend::load_model(Path::new(relative)).unwrap_or_else(|e| panic!("{}", e.render()))
+}
+
+/// Reads one tensor of a safetensors file.
+pub fn read(path: &str, name: &str) -> RawTensor {
+    lopper_runtime::read_tensor_file(&root().join(path), Some(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A raw tensor as an f32 tensor.
+pub fn tensor(raw: RawTensor) -> Tensor {
+    Tensor {
+        shape: raw.shape,
+        data: raw.values,
+    }
+}
+
+/// Asserts `|actual - expected| <= atol + rtol·|expected|` everywhere and equal shapes.
+pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, rtol: f32, atol: f32) {
+    assert_eq!(actual.shape, expected.shape, "{what}: shapes differ");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (&a, &e)) in actual.data.iter().zip(&expected.data).enumerate() {
+        let excess = (a - e).abs() - (atol + rtol * e.abs());
+        if excess > worst.0 || !a.is_finite() {
+            worst = (excess.max(f32::MIN_POSITIVE), i);
+        }
+    }
+    assert!(
+        worst.0 <= 0.0,
+        "{what}: element {} is {} but expected {} (rtol {rtol}, atol {atol})",
+        worst.1,
+        actual.data[worst.1],
+        expected.data[worst.1]
+    );
+}
+
+/// Runs the lopper binary in `dir`; returns exit code, stdout and stderr.
+pub fn lopper(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lopper"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the lopper binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh, empty scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lopper-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    dir
+}

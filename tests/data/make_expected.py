@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Expected outputs for lopper's interpreter, computed by ONNX Runtime.
+
+Nothing here is computed by lopper. Run from the repository root with
+onnxruntime, onnx, numpy and safetensors installed:
+
+    python3 -m venv /tmp/ort && /tmp/ort/bin/pip install onnxruntime onnx numpy safetensors
+    /tmp/ort/bin/python tests/data/make_expected.py
+
+Writes
+  tests/data/ort/<model>.safetensors   {input, output} for the peer models in
+                                       ../shared/peers/models (examples/*.lop mirror them)
+  tests/data/ops/<case>.safetensors    inputs, params and ORT's output for small
+                                       one-op graphs built here with onnx.helper;
+                                       tests/data/ops/<case>.lop is the same graph in lopper's DSL
+Inputs are drawn from numpy's default_rng with fixed seeds.
+"""
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from safetensors.numpy import save_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PEERS = os.path.join(ROOT, "..", "shared", "peers", "models")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(model_bytes, feeds):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    # No graph rewrites: the reference is the plain ONNX semantics.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def peer_models():
+    cases = {"mlp_b64": (64, 784), "lenet5_b1": (1, 1, 28, 28), "lenet5_b64": (64, 1, 28, 28),
+             "transformer_b1": (1, 64, 128)}
+    for seed, (name, shape) in enumerate(sorted(cases.items())):
+        rng = np.random.default_rng(100 + seed)
+        x = rng.uniform(-1, 1, size=shape).astype(np.float32)
+        with open(os.path.join(PEERS, name + ".onnx"), "rb") as f:
+            (y,) = run(f.read(), {"input": x})
+        save_file({"input": x, "output": y}, os.path.join(HERE, "ort", name + ".safetensors"))
+        print(name, y.shape)
+
+
+def vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def op_case(name, nodes, inputs, params, extra_inits=()):
+    """One small graph: `inputs` and `params` are dicts of numpy arrays."""
+    inits = [numpy_helper.from_array(v, k) for k, v in params.items()] + list(extra_inits)
+    output = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, name, [vi(k, v.shape) for k, v in inputs.items()],
+                              [output], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    # No checker: the output shape is left for ORT to infer; ORT validates the graph.
+    (y,) = run(model.SerializeToString(), inputs)
+    tensors = dict(inputs)
+    tensors.update(params)
+    tensors["expected"] = y
+    save_file(tensors, os.path.join(HERE, "ops", name + ".safetensors"))
+    print(name, y.shape)
+
+
+def ops():
+    rng = np.random.default_rng(7)
+    u = lambda *s: rng.uniform(-1, 1, size=s).astype(np.float32)
+    n = helper.make_node
+    op_case("conv_groups", [n("Conv", ["x", "w", "b"], ["output"], group=2, strides=[2, 1],
+                              dilations=[2, 1], pads=[1, 0, 2, 1])],
+            {"x": u(2, 4, 9, 8)}, {"w": u(6, 2, 3, 3), "b": u(6)})
+    op_case("pools", [n("MaxPool", ["x"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                      n("AveragePool", ["x"], ["a"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1]),
+                      n("GlobalAveragePool", ["x"], ["g"]),
+                      n("Add", ["m", "a"], ["s"]),
+                      n("Add", ["s", "g"], ["output"])],
+            {"x": u(2, 3, 7, 7)}, {})
+    var = rng.uniform(0.5, 2.0, size=3).astype(np.float32)
+    op_case("batch_norm", [n("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["output"],
+                             epsilon=1e-3)],
+            {"x": u(2, 3, 4, 5)}, {"scale": u(3), "bias": u(3), "mean": u(3), "var": var})
+    op_case("elementwise", [n("Sigmoid", ["x"], ["s"]), n("Tanh", ["y"], ["t"]),
+                            n("Sub", ["s", "t"], ["d"]), n("Exp", ["d"], ["e"]),
+                            n("Div", ["e", "c"], ["q"]), n("LogSoftmax", ["q"], ["output"], axis=1)],
+            {"x": u(2, 3, 5), "y": u(3, 1)}, {"c": rng.uniform(1, 2, size=5).astype(np.float32)})
+    op_case("reductions", [n("ReduceSum", ["x", "axes1"], ["s"], keepdims=1),
+                           n("ReduceMean", ["x"], ["m"], axes=[0, 2], keepdims=1),
+                           n("ReduceMax", ["x"], ["mx"], axes=[1], keepdims=1),
+                           n("Mul", ["s", "m"], ["sm"]), n("Add", ["sm", "mx"], ["output"])],
+            {"x": u(3, 4, 5)}, {},
+            [numpy_helper.from_array(np.array([1], np.int64), "axes1")])
+    op_case("concat_gelu", [n("Concat", ["x", "y"], ["c"], axis=1),
+                            n("Mul", ["c", "inv_sqrt2"], ["g0"]), n("Erf", ["g0"], ["g1"]),
+                            n("Add", ["g1", "one"], ["g2"]), n("Mul", ["c", "g2"], ["g3"]),
+                            n("Mul", ["g3", "half"], ["output"])],
+            {"x": u(2, 3, 4), "y": u(2, 5, 4)}, {},
+            [numpy_helper.from_array(np.array(1 / np.sqrt(2), np.float32), "inv_sqrt2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    op_case("layer_norm_matmul", [n("LayerNormalization", ["x", "g", "b"], ["l"], axis=-2, epsilon=1e-5),
+                                  n("MatMul", ["l", "w"], ["output"])],
+            {"x": u(2, 3, 4, 6)}, {"g": u(4, 6), "b": u(4, 6), "w": u(3, 6, 5)})
+
+
+if __name__ == "__main__":
+    peer_models()
+    ops()

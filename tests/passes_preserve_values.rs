@@ -1,0 +1,59 @@
+//! Every graph pass keeps what a model computes: the interpreter gives the
+//! same outputs before and after each pass, on models built to give each
+//! pass something to do (batch_norm to fold, identities to simplify,
+//! duplicates to merge, constants to fold).
+
+mod common;
+
+use lopper_passes::{Instrumentation, PassManager, GRAPH_PASSES};
+use std::collections::{BTreeMap, HashMap};
+
+const MODEL: &str = r#"
+model busy {
+    input x: f32[batch, 3, 8, 8]
+    param w: f32[4, 3, 3, 3] = kaiming(seed = 1)
+    param b: f32[4] = uniform(-0.1, 0.1, seed = 2)
+    param scale: f32[4] = uniform(0.5, 1.5, seed = 3)
+    param shift: f32[4] = normal(0, 0.1, seed = 4)
+    param mean: f32[4] = normal(0, 0.1, seed = 5)
+    param var: f32[4] = uniform(0.5, 2, seed = 6)
+    param fc: f32[5, 64] = normal(0, 0.1, seed = 7)
+    param gamma: f32[5] = ones()
+    param zero: f32[5] = zeros()
+    param counts: f32[3] = [1, 2, 3]
+    let c = batch_norm(conv2d(x, w, b, stride = 2, padding = 1), scale, shift, mean, var)
+    let t = transpose(transpose(relu(c), perm = [0, 2, 3, 1]), perm = [0, 3, 1, 2])
+    let f = reshape(flatten(t), shape = [batch, 64])
+    let h = linear(f, fc) * 1 + 0
+    let twice = tanh(h) + tanh(h)
+    let k = counts * 2
+    let unused = exp(x)
+    output y = batch_norm(twice, gamma, zero, zero, gamma) * sum(k, axes = [0])
+}
+"#;
+
+#[test]
+fn each_pass_preserves_outputs() {
+    let built = lopper_frontend::compile_source(MODEL, std::path::Path::new(""))
+        .unwrap_or_else(|d| panic!("{}", lopper_ir::diagnostic::render("busy", MODEL, &d)));
+    let x = lopper_runtime::random_tensor(vec![3, 3, 8, 8], 11);
+    let feeds = HashMap::from([("x".to_string(), x)]);
+    let run = |g: &lopper_ir::Graph| lopper_runtime::run_graph(g, &feeds, &BTreeMap::new()).unwrap();
+    let want = run(&built);
+    for pass in GRAPH_PASSES {
+        let mut g = built.clone();
+        let instrumentation = Instrumentation {
+            verify_each: true,
+            ..Default::default()
+        };
+        let (timings, _) = PassManager::new(pass.name, instrumentation)
+            .unwrap()
+            .run(&mut g, &mut std::io::sink())
+            .unwrap();
+        if pass.name != "shape-infer" {
+            assert!(timings[0].changed, "`{}` should find work in this model", pass.name);
+        }
+        let got = run(&g);
+        common::assert_close(pass.name, &got[0].1, &want[0].1, 1e-5, 1e-6);
+    }
+}
