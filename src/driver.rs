@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use lopper_ir::graph::{flops, parse_gir};
 use lopper_ir::types::sum_sizes;
 use lopper_ir::{Graph, Op, Size, Tensor};
-use lopper_passes::{Instrumentation, PassManager};
+use lopper_passes::PassManager;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -43,10 +43,9 @@ pub fn load_graph(path: &Path) -> Result<Graph> {
     }
 }
 
-/// Runs `pipeline` on `g` with the given instrumentation; printed IR and
-/// timing go to standard error, like LLVM's and MLIR's.
-pub fn run_pipeline(g: &mut Graph, pipeline: &str, instrumentation: Instrumentation) -> Result<()> {
-    let mut pm = PassManager::new(pipeline, instrumentation).map_err(|e| anyhow!(e))?;
+/// Runs a pass manager on `g`; printed IR and timing go to standard error,
+/// like LLVM's and MLIR's.
+pub fn run_pipeline(pm: &mut PassManager, g: &mut Graph) -> Result<()> {
     let mut err = std::io::stderr().lock();
     pm.run(g, &mut err).map_err(|e| anyhow!("{e}"))?;
     Ok(())

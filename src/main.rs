@@ -15,7 +15,7 @@ use driver::{
 };
 use lopper_ir::graph::{print_gir, to_dot};
 use lopper_ir::{Dim, Tensor};
-use lopper_passes::{graph_pipeline, Instrumentation, GRAPH_PASSES};
+use lopper_passes::{graph_pipeline, Instrumentation, PassManager, GRAPH_PASSES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -204,13 +204,12 @@ fn emit_text(g: &lopper_ir::Graph, emit: Emit, output: Option<&Path>) -> Result<
 }
 
 fn load_and_optimize(file: &Path, args: &PipelineArgs, default: &str) -> Result<lopper_ir::Graph> {
-    let mut g = load_graph(file)?;
     let origin = format!("lopper dump {} --passes ''", file.display());
-    run_pipeline(
-        &mut g,
-        &args.pipeline(default),
-        args.instrumentation(origin),
-    )?;
+    // The pipeline and its flags are checked before the model is read.
+    let mut pm = PassManager::new(&args.pipeline(default), args.instrumentation(origin))
+        .map_err(|e| anyhow!(e))?;
+    let mut g = load_graph(file)?;
+    run_pipeline(&mut pm, &mut g)?;
     Ok(g)
 }
 
@@ -267,15 +266,14 @@ fn execute(command: Command) -> Result<()> {
     match command {
         Command::Check { file, set } => {
             let sizes = parse_sizes(&set)?;
+            let instrumentation = Instrumentation {
+                verify_each: true,
+                ..Default::default()
+            };
+            let mut pm =
+                PassManager::new("shape-infer", instrumentation).map_err(|e| anyhow!(e))?;
             let mut g = load_graph(&file)?;
-            run_pipeline(
-                &mut g,
-                "shape-infer",
-                Instrumentation {
-                    verify_each: true,
-                    ..Default::default()
-                },
-            )?;
+            run_pipeline(&mut pm, &mut g)?;
             print!("{}", summary(&g, &sizes));
         }
         Command::Dump {

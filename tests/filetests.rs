@@ -27,7 +27,11 @@ fn run_case(pipeline: &str, case: &str) -> String {
         Ok(_) => {
             let text = print_gir(&g);
             let again = parse_gir(&text).map(|g| print_gir(&g));
-            assert_eq!(again.as_deref(), Ok(text.as_str()), "the output must round-trip");
+            assert_eq!(
+                again.as_deref(),
+                Ok(text.as_str()),
+                "the output must round-trip"
+            );
             text
         }
         Err(e) => format!("error: {e}\n"),
@@ -41,7 +45,12 @@ fn filetests() {
         let first = text.lines().next().unwrap_or_default();
         let pipeline = first
             .strip_prefix("// RUN:")
-            .unwrap_or_else(|| panic!("{}: the first line must be `// RUN: <pipeline>`", path.display()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the first line must be `// RUN: <pipeline>`",
+                    path.display()
+                )
+            })
             .trim();
         let body = &text[first.len()..];
         let outputs: Vec<String> = body

@@ -38,7 +38,8 @@ fn each_pass_preserves_outputs() {
         .unwrap_or_else(|d| panic!("{}", lopper_ir::diagnostic::render("busy", MODEL, &d)));
     let x = lopper_runtime::random_tensor(vec![3, 3, 8, 8], 11);
     let feeds = HashMap::from([("x".to_string(), x)]);
-    let run = |g: &lopper_ir::Graph| lopper_runtime::run_graph(g, &feeds, &BTreeMap::new()).unwrap();
+    let run =
+        |g: &lopper_ir::Graph| lopper_runtime::run_graph(g, &feeds, &BTreeMap::new()).unwrap();
     let want = run(&built);
     for pass in GRAPH_PASSES {
         let mut g = built.clone();
@@ -51,7 +52,11 @@ fn each_pass_preserves_outputs() {
             .run(&mut g, &mut std::io::sink())
             .unwrap();
         if pass.name != "shape-infer" {
-            assert!(timings[0].changed, "`{}` should find work in this model", pass.name);
+            assert!(
+                timings[0].changed,
+                "`{}` should find work in this model",
+                pass.name
+            );
         }
         let got = run(&g);
         common::assert_close(pass.name, &got[0].1, &want[0].1, 1e-5, 1e-6);

@@ -36,7 +36,10 @@ fn check(model: &str, inputs: &[(&str, &str)], data: &str, expected: &str) {
         .map(|(input, tensor_name)| (input.to_string(), tensor(read(data, tensor_name))))
         .collect();
     let want = tensor(read(data, expected));
-    for (stage, g) in [("as built", built.clone()), ("after the default pipeline", optimized(&built))] {
+    for (stage, g) in [
+        ("as built", built.clone()),
+        ("after the default pipeline", optimized(&built)),
+    ] {
         let out = lopper_runtime::run_graph(&g, &feeds, &BTreeMap::new()).unwrap();
         assert_close(&format!("{model} {stage}"), &out[0].1, &want, RTOL, ATOL);
     }
@@ -44,17 +47,32 @@ fn check(model: &str, inputs: &[(&str, &str)], data: &str, expected: &str) {
 
 #[test]
 fn mlp_matches_onnx_runtime_batch_64() {
-    check("examples/mlp.lop", &[("x", "input")], "tests/data/ort/mlp_b64.safetensors", "output");
+    check(
+        "examples/mlp.lop",
+        &[("x", "input")],
+        "tests/data/ort/mlp_b64.safetensors",
+        "output",
+    );
 }
 
 #[test]
 fn lenet5_matches_onnx_runtime_batch_1() {
-    check("examples/lenet5.lop", &[("x", "input")], "tests/data/ort/lenet5_b1.safetensors", "output");
+    check(
+        "examples/lenet5.lop",
+        &[("x", "input")],
+        "tests/data/ort/lenet5_b1.safetensors",
+        "output",
+    );
 }
 
 #[test]
 fn lenet5_matches_onnx_runtime_batch_64() {
-    check("examples/lenet5.lop", &[("x", "input")], "tests/data/ort/lenet5_b64.safetensors", "output");
+    check(
+        "examples/lenet5.lop",
+        &[("x", "input")],
+        "tests/data/ort/lenet5_b64.safetensors",
+        "output",
+    );
 }
 
 #[test]
@@ -96,7 +114,10 @@ fn digits_mlp_matches_scikit_learn() {
     let data = "../shared/data/digits/digits.safetensors";
     let x = tensor(read(data, "test_x"));
     let labels = read(data, "test_y").values;
-    let want = tensor(read("../shared/data/digits/digits_mlp_expected.safetensors", "test_proba"));
+    let want = tensor(read(
+        "../shared/data/digits/digits_mlp_expected.safetensors",
+        "test_proba",
+    ));
     let feeds = HashMap::from([("x".to_string(), x)]);
     let out = lopper_runtime::run_graph(&g, &feeds, &BTreeMap::new()).unwrap();
     let proba = &out[0].1;

@@ -254,6 +254,9 @@ impl Builder<'_> {
                     );
                     return None;
                 };
+                if files.known_unreadable(path) {
+                    return None;
+                }
                 match files.load(path, &name.name, ty) {
                     Ok(t) => Some(Param {
                         data: Arc::new(t),

@@ -24,6 +24,12 @@ fn describe(rule: &Rule) -> String {
         Rule::header => "`model NAME {`",
         Rule::footer => "`}`",
         Rule::item => "`let`, `param`, `input`, `output`, `weights` or `}`",
+        Rule::next_item => "the end of the statement",
+        Rule::comma => "`,`",
+        Rule::colon => "`:`",
+        Rule::equals => "`=`",
+        Rule::rparen => "`)`",
+        Rule::rbracket => "`]`",
         Rule::weights_decl => "`weights \"FILE\"`",
         Rule::input_decl => "an input declaration",
         Rule::param_decl => "a param declaration",
@@ -111,7 +117,7 @@ pub fn parse_model(src: &str) -> Result<Model, Vec<Diagnostic>> {
             Ok(mut pairs) => {
                 let pair = pairs.next().expect("grammar: item");
                 let end = pair.as_span().end();
-                match item(pair.into_inner().next().expect("grammar: item body"), pos) {
+                match item(pair.into_inner().next().expect("grammar: declaration"), pos) {
                     Ok(it) => items.push(it),
                     Err(d) => errors.push(d),
                 }
@@ -176,7 +182,9 @@ fn tensor_type(p: Pair<Rule>, offset: usize) -> Result<TensorType, Diagnostic> {
 fn item(p: Pair<Rule>, offset: usize) -> Result<Item, Diagnostic> {
     let rule = p.as_rule();
     let whole = span(&p, offset);
-    let mut it = p.into_inner();
+    let mut it = p
+        .into_inner()
+        .filter(|p| !matches!(p.as_rule(), Rule::colon | Rule::equals));
     Ok(match rule {
         Rule::weights_decl => {
             let s = it.next().expect("grammar: string");
@@ -263,10 +271,11 @@ fn expr(p: Pair<Rule>, offset: usize) -> Expr {
             let mut it = p.into_inner();
             let callee = ident(&it.next().expect("grammar: name"), offset);
             let args = it
+                .filter(|a| a.as_rule() == Rule::argument)
                 .map(|a| {
                     let inner = a.into_inner().next().expect("grammar: argument");
                     if inner.as_rule() == Rule::named_arg {
-                        let mut kv = inner.into_inner();
+                        let mut kv = inner.into_inner().filter(|p| p.as_rule() != Rule::equals);
                         let name = ident(&kv.next().expect("grammar: name"), offset);
                         Argument {
                             name: Some(name),
@@ -287,7 +296,11 @@ fn expr(p: Pair<Rule>, offset: usize) -> Expr {
             }
         }
         Rule::list => Expr::List {
-            items: p.into_inner().map(|i| expr(i, offset)).collect(),
+            items: p
+                .into_inner()
+                .filter(|i| i.as_rule() == Rule::expr)
+                .map(|i| expr(i, offset))
+                .collect(),
             span: whole,
         },
         Rule::number => Expr::Number {

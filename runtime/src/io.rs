@@ -10,14 +10,14 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     /// The file system said no.
-    #[error("cannot {action} `{path}`: {source}")]
+    #[error("cannot {action} `{path}`: {reason}")]
     File {
         /// `read` or `write`.
         action: &'static str,
         /// The file.
         path: String,
         /// The OS error.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file is not what was expected.
     #[error("{0}")]
@@ -28,10 +28,10 @@ pub enum IoError {
 /// hold exactly one tensor.
 pub fn read_tensor_file(path: &Path, name: Option<&str>) -> Result<RawTensor, IoError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| IoError::File {
+    let bytes = std::fs::read(path).map_err(|reason| IoError::File {
         action: "read",
         path: shown.clone(),
-        source,
+        reason,
     })?;
     let name = match name {
         Some(n) => n.to_string(),
@@ -71,10 +71,10 @@ pub fn write_tensors(path: &Path, tensors: &[(String, &Tensor)]) -> Result<(), I
     }
     let data = safetensors::serialize(views, None)
         .map_err(|e| IoError::Format(format!("cannot serialize tensors: {e}")))?;
-    std::fs::write(path, data).map_err(|source| IoError::File {
+    std::fs::write(path, data).map_err(|reason| IoError::File {
         action: "write",
         path: path.display().to_string(),
-        source,
+        reason,
     })
 }
 

@@ -18,7 +18,8 @@ pub fn load(relative: &str) -> Graph {
 
 /// Reads one tensor of a safetensors file.
 pub fn read(path: &str, name: &str) -> RawTensor {
-    lopper_runtime::read_tensor_file(&root().join(path), Some(name)).unwrap_or_else(|e| panic!("{e}"))
+    lopper_runtime::read_tensor_file(&root().join(path), Some(name))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A raw tensor as an f32 tensor.

@@ -34,6 +34,7 @@ fn describe(rule: &Rule) -> String {
         Rule::attributes => "attributes `{...}`",
         Rule::attribute => "an attribute `name = value`",
         Rule::list => "a list",
+        Rule::colon => "`:`",
         Rule::string => "a string",
         Rule::number => "a number",
         Rule::tensor_type => "a type `f32[...]`",
@@ -154,7 +155,7 @@ pub fn parse_gir(source: &str) -> Result<Graph, Vec<Diagnostic>> {
             Rule::name => g.name = p.as_str().to_string(),
             Rule::arguments => {
                 for arg in p.into_inner() {
-                    let mut it = arg.into_inner();
+                    let mut it = arg.into_inner().filter(|p| p.as_rule() != Rule::colon);
                     let v = it.next().expect("grammar: value");
                     let name = v.as_str()[1..].to_string();
                     match tensor_type(it.next().expect("grammar: type")) {
@@ -178,7 +179,7 @@ pub fn parse_gir(source: &str) -> Result<Graph, Vec<Diagnostic>> {
             }
             Rule::results => {
                 for r in p.into_inner() {
-                    let mut it = r.into_inner();
+                    let mut it = r.into_inner().filter(|p| p.as_rule() != Rule::colon);
                     let name = it.next().expect("grammar: name").as_str().to_string();
                     match tensor_type(it.next().expect("grammar: type")) {
                         Ok(ty) => results.push((name, ty)),
@@ -208,7 +209,10 @@ pub fn parse_gir(source: &str) -> Result<Graph, Vec<Diagnostic>> {
                     format!("duplicate name `%{}`", s.name),
                     "defined again here",
                 )
-                .with_note(format!("first defined at byte {}", prev.start)),
+                .with_note({
+                    let (line, col) = crate::diagnostic::line_col(source, prev.start);
+                    format!("first defined at {line}:{col}")
+                }),
             );
             continue;
         }

@@ -26,6 +26,7 @@ impl std::error::Error for WeightError {}
 #[derive(Default)]
 pub struct WeightFiles {
     files: HashMap<String, Vec<u8>>,
+    unreadable: std::collections::HashSet<String>,
 }
 
 impl WeightFiles {
@@ -34,10 +35,20 @@ impl WeightFiles {
         WeightFiles::default()
     }
 
+    /// True if `path` failed to read before: its error was already given.
+    pub fn known_unreadable(&self, path: &str) -> bool {
+        self.unreadable.contains(path)
+    }
+
     fn bytes(&mut self, path: &str) -> Result<&[u8], WeightError> {
         if !self.files.contains_key(path) {
+            self.unreadable.insert(path.to_string());
             let bytes = std::fs::read(path)
                 .map_err(|e| WeightError(format!("cannot read weights file `{path}`: {e}")))?;
+            SafeTensors::deserialize(&bytes).map_err(|e| {
+                WeightError(format!("`{path}` is not a valid safetensors file: {e}"))
+            })?;
+            self.unreadable.remove(path);
             self.files.insert(path.to_string(), bytes);
         }
         Ok(&self.files[path])
