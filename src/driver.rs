@@ -130,7 +130,7 @@ pub fn summary(g: &Graph, bound: &BTreeMap<String, usize>) -> String {
             format!("%{}", node.name),
             node.op.name().into(),
             node.ty.to_string(),
-            size_text(&[f.clone()], bound),
+            size_text(std::slice::from_ref(&f), bound),
         ]);
         all_flops.push(f);
     }

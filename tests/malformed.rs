@@ -12,7 +12,7 @@ const MLP_HEAD: &str = "model m {\n    weights \"w.safetensors\"\n    input x: f
 fn weights(entries: &[(&str, Dtype, Vec<usize>)]) -> Vec<u8> {
     let bytes: Vec<Vec<u8>> = entries
         .iter()
-        .map(|(_, dtype, shape)| vec![0u8; shape.iter().product::<usize>() * dtype.size()])
+        .map(|(_, dtype, shape)| vec![0u8; shape.iter().product::<usize>() * dtype.bitsize() / 8])
         .collect();
     let views: Vec<(String, TensorView)> = entries
         .iter()

@@ -8,7 +8,7 @@
 
 use crate::ast::{BinaryOperator, Expr, Ident, Item, Model, Span};
 use lopper_ir::diagnostic::line_col;
-use lopper_ir::graph::op::{AttrValue, BinaryOp, OP_NAMES};
+use lopper_ir::graph::op::{AttrValue, Attrs, BinaryOp, OP_NAMES};
 use lopper_ir::graph::param::{Initializer, Param, ParamSource};
 use lopper_ir::graph::weights::WeightFiles;
 use lopper_ir::graph::NodeIndex;
@@ -343,7 +343,7 @@ impl Builder<'_> {
         callee: &str,
         positional: &[&str],
         args: &[crate::ast::Argument],
-    ) -> Option<(Vec<(String, AttrValue)>, HashMap<String, Span>)> {
+    ) -> Option<(Attrs, HashMap<String, Span>)> {
         let mut out = Vec::new();
         let mut spans = HashMap::new();
         let mut index = 0;

@@ -214,7 +214,7 @@ impl Size {
 
     /// Exact quotient `self / other`, if `other` divides `self`.
     pub fn div_exact(&self, other: &Size) -> Option<Size> {
-        if other.constant == 0 || self.constant % other.constant != 0 {
+        if other.constant == 0 || !self.constant.is_multiple_of(other.constant) {
             return None;
         }
         let mut rest = self.symbols.clone();

@@ -7,6 +7,9 @@
 use crate::pass::{Pass, PassOptions};
 use lopper_ir::Graph;
 
+/// Builds a graph pass from its options, or says which option is wrong.
+pub type CreateGraphPass = fn(&PassOptions) -> Result<Box<dyn Pass<Graph>>, String>;
+
 /// A registered graph pass.
 pub struct PassInfo {
     /// Name on the command line.
@@ -16,7 +19,7 @@ pub struct PassInfo {
     /// Option names it takes, with a note each.
     pub options: &'static [(&'static str, &'static str)],
     /// Builds the pass from its options.
-    pub create: fn(&PassOptions) -> Result<Box<dyn Pass<Graph>>, String>,
+    pub create: CreateGraphPass,
 }
 
 macro_rules! no_options {

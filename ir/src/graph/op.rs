@@ -75,6 +75,9 @@ impl AttrValue {
     }
 }
 
+/// Named attributes in the order written.
+pub type Attrs = Vec<(String, AttrValue)>;
+
 /// A wrong attribute: which one (if one) and what is wrong.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttrError {

@@ -369,7 +369,7 @@ impl Param {
 }
 
 fn parse_hex(hex: &str) -> Option<Vec<f32>> {
-    if hex.len() % 8 != 0 || !hex.is_ascii() {
+    if !hex.len().is_multiple_of(8) || !hex.is_ascii() {
         return None;
     }
     (0..hex.len() / 8)

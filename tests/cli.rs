@@ -1,0 +1,230 @@
+//! The command line as a user meets it: help, check, dump with its
+//! instrumentation, opt, run and eval.
+
+mod common;
+
+use common::{lopper, root, scratch};
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["check", "dump", "opt", "run", "eval", "passes"] {
+        let (code, out, _) = lopper(&root(), &[sub, "--help"]);
+        assert_eq!(code, 0, "{sub} --help");
+        assert!(out.contains("Usage: lopper"), "{sub} --help:\n{out}");
+    }
+    let (code, out, _) = lopper(&root(), &["dump", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--print-after-all",
+        "--dump-dir",
+        "--stop-after",
+        "--time-passes",
+        "--emit",
+    ] {
+        assert!(out.contains(flag), "dump --help lacks {flag}");
+    }
+}
+
+#[test]
+fn check_prints_the_summary_table() {
+    let (code, out, err) = lopper(&root(), &["check", "examples/lenet5.lop"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("check_lenet5", out);
+    let (code, out, _) = lopper(&root(), &["check", "examples/mlp.lop", "--set", "batch=64"]);
+    assert_eq!(code, 0);
+    // 2·(784·300 + 300·100 + 100·10) MACs plus bias, relu, softmax per row, × 64.
+    assert!(out.contains("total: 6 ops, 34.13M FLOPs"), "{out}");
+}
+
+#[test]
+fn dump_print_after_all_shows_every_pass() {
+    let (code, out, err) = lopper(
+        &root(),
+        &["dump", "examples/lenet5.lop", "--print-after-all"],
+    );
+    assert_eq!(code, 0, "{err}");
+    for pass in [
+        "shape-infer",
+        "simplify",
+        "fold-constants",
+        "fold-batchnorm",
+        "cse",
+        "dce",
+    ] {
+        assert!(
+            err.contains(&format!("IR Dump After {pass} ")),
+            "no dump after {pass}"
+        );
+    }
+    assert_eq!(err.matches("graph @lenet5(").count(), 6);
+    assert!(out.starts_with("graph @lenet5(%x: f32[batch,1,28,28]) -> (logits: f32[batch,10])"));
+}
+
+#[test]
+fn print_changed_only_skips_passes_that_did_nothing() {
+    let (code, _, err) = lopper(
+        &root(),
+        &[
+            "dump",
+            "examples/mlp.lop",
+            "--print-after-all",
+            "--print-changed-only",
+        ],
+    );
+    assert_eq!(code, 0);
+    // Nothing in the mlp is foldable, duplicated or dead.
+    assert!(!err.contains("IR Dump After"), "{err}");
+    let (_, _, err) = lopper(
+        &root(),
+        &[
+            "dump",
+            "examples/mlp.lop",
+            "--print-before",
+            "dce",
+            "--print-after",
+            "cse",
+        ],
+    );
+    assert!(err.contains("IR Dump Before dce") && err.contains("IR Dump After cse"));
+    assert_eq!(err.matches("IR Dump").count(), 2);
+}
+
+#[test]
+fn dump_dir_files_reproduce_each_step() {
+    let dir = scratch("dump-dir");
+    // A conv + batch_norm model so that fold-batchnorm has work to do.
+    let source = "model cbn {\n    input x: f32[batch, 2, 6, 6]\n    param w: f32[3, 2, 3, 3] = kaiming(seed = 1)\n    param s: f32[3] = uniform(0.5, 1.5, seed = 2)\n    param b: f32[3] = zeros()\n    param v: f32[3] = ones()\n    output y = batch_norm(conv2d(x, w), s, b, b, v) * 1\n}\n";
+    std::fs::write(dir.join("cbn.lop"), source).unwrap();
+    let (code, _, err) = lopper(&dir, &["dump", "cbn.lop", "--dump-dir", "dumps"]);
+    assert_eq!(code, 0, "{err}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("dumps"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "00-input.gir",
+            "01-shape-infer.gir",
+            "02-simplify.gir",
+            "03-fold-constants.gir",
+            "04-fold-batchnorm.gir",
+            "05-cse.gir",
+            "06-dce.gir"
+        ]
+    );
+    // Each header is a command; running it gives the same IR as the dump.
+    for f in &files[1..] {
+        let text = std::fs::read_to_string(dir.join("dumps").join(f)).unwrap();
+        let (header, body) = text.split_once('\n').unwrap();
+        let command = header.strip_prefix("// lopper ").unwrap();
+        let args: Vec<&str> = command.split(' ').map(|a| a.trim_matches('\'')).collect();
+        let (code, out, err) = lopper(&dir, &args);
+        assert_eq!(code, 0, "{command}: {err}");
+        assert_eq!(out, body, "{f} is not reproduced by `{command}`");
+    }
+    let folded = std::fs::read_to_string(dir.join("dumps/04-fold-batchnorm.gir")).unwrap();
+    assert!(!folded.contains("batch_norm"), "{folded}");
+}
+
+#[test]
+fn stop_after_and_time_passes() {
+    let (code, out, err) = lopper(
+        &root(),
+        &[
+            "dump",
+            "examples/transformer.lop",
+            "--stop-after",
+            "simplify",
+            "--time-passes",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Pass execution timing report"));
+    assert!(
+        err.contains("shape-infer") && err.contains("simplify") && !err.contains("  dce"),
+        "{err}"
+    );
+    assert!(
+        out.contains("%8 = param {data = [0.17677669]} : f32[]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn opt_round_trips_and_emits_dot() {
+    let dir = scratch("opt");
+    let (code, gir, _) = lopper(
+        &root(),
+        &[
+            "dump",
+            "examples/lenet5.lop",
+            "-o",
+            dir.join("l.gir").to_str().unwrap(),
+        ],
+    );
+    assert_eq!((code, gir.as_str()), (0, ""));
+    let text = std::fs::read_to_string(dir.join("l.gir")).unwrap();
+    let (code, out, err) = lopper(&root(), &["opt", dir.join("l.gir").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, text);
+    let (code, dot, _) = lopper(
+        &root(),
+        &["opt", dir.join("l.gir").to_str().unwrap(), "--emit", "dot"],
+    );
+    assert_eq!(code, 0);
+    assert!(dot.starts_with("digraph \"lenet5\" {"));
+    assert!(dot.contains("conv2d") && dot.contains("shape=doubleoctagon"));
+}
+
+#[test]
+fn run_writes_outputs_and_eval_reports_accuracy() {
+    let dir = scratch("run");
+    let out_file = dir.join("y.safetensors");
+    let (code, out, err) = lopper(
+        &root(),
+        &[
+            "run",
+            "examples/mlp.lop",
+            "--input",
+            "x=random:7",
+            "--set",
+            "batch=3",
+            "--output",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("y: f32[3, 10]"), "{out}");
+    let y = lopper_runtime::read_tensor_file(&out_file, Some("y")).unwrap();
+    assert_eq!(y.shape, [3, 10]);
+    for row in y.values.chunks(10) {
+        assert!(
+            (row.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "softmax rows sum to 1"
+        );
+    }
+    let (code, out, err) = lopper(
+        &root(),
+        &[
+            "run",
+            "examples/mlp.lop",
+            "--input",
+            "x=tests/data/ort/mlp_b64.safetensors:input",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("y: f32[64, 10]"));
+    let (code, out, err) = lopper(
+        &root(),
+        &[
+            "eval",
+            "examples/digits_mlp.lop",
+            "--data",
+            "../shared/data/digits/digits.safetensors",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("accuracy: 0.9806 (353/360)\n"), "{out}");
+}
