@@ -9,7 +9,7 @@
 use crate::ast::{BinaryOperator, Expr, Ident, Item, Model, Span};
 use lopper_ir::diagnostic::line_col;
 use lopper_ir::graph::op::{AttrValue, Attrs, BinaryOp, OP_NAMES};
-use lopper_ir::graph::param::{Initializer, Param, ParamSource};
+use lopper_ir::graph::param::{Initializer, Param, ParamSource, MAX_PARAM_ELEMENTS};
 use lopper_ir::graph::weights::WeightFiles;
 use lopper_ir::graph::NodeIndex;
 use lopper_ir::graph::{infer_type, Output};
@@ -238,7 +238,12 @@ impl Builder<'_> {
             );
             return None;
         };
-        if !self.check_size(ty, ty_span) {
+        if lopper_ir::tensor::checked_numel(&shape).is_none_or(|n| n > MAX_PARAM_ELEMENTS) {
+            self.error(
+                ty_span.clone(),
+                format!("param `{}` of type {ty} is too large", name.name),
+                format!("at most {MAX_PARAM_ELEMENTS} elements"),
+            );
             return None;
         }
         match init {

@@ -59,7 +59,7 @@ fn window_output(
     stride: usize,
     what: &str,
 ) -> Result<usize> {
-    let padded = input + pad;
+    let padded = input.saturating_add(pad);
     if padded < extent {
         return Err(format!(
             "{what}: the window ({extent}) is larger than the padded input ({padded})"
@@ -179,18 +179,22 @@ pub fn infer_type(op: &Op, operands: &[&TensorType]) -> Result<TensorType> {
             if let Some(b) = operands.get(2) {
                 expect_shape(b, &Shape::from_static(&[cout]), "conv2d bias")?;
             }
-            let eh = c.dilation[0] * (kh.max(1) - 1) + 1;
-            let ew = c.dilation[1] * (kw.max(1) - 1) + 1;
+            let eh = c.dilation[0]
+                .saturating_mul(kh.max(1) - 1)
+                .saturating_add(1);
+            let ew = c.dilation[1]
+                .saturating_mul(kw.max(1) - 1)
+                .saturating_add(1);
             let oh = window_output(
                 h,
-                c.padding[0] + c.padding[2],
+                c.padding[0].saturating_add(c.padding[2]),
                 eh,
                 c.stride[0],
                 "conv2d height",
             )?;
             let ow = window_output(
                 wd,
-                c.padding[1] + c.padding[3],
+                c.padding[1].saturating_add(c.padding[3]),
                 ew,
                 c.stride[1],
                 "conv2d width",
@@ -209,14 +213,14 @@ pub fn infer_type(op: &Op, operands: &[&TensorType]) -> Result<TensorType> {
             let w = static_dim(&x.shape, 3, "pooling input width")?;
             let oh = window_output(
                 h,
-                p.padding[0] + p.padding[2],
+                p.padding[0].saturating_add(p.padding[2]),
                 p.kernel[0],
                 p.stride[0],
                 "pooling height",
             )?;
             let ow = window_output(
                 w,
-                p.padding[1] + p.padding[3],
+                p.padding[1].saturating_add(p.padding[3]),
                 p.kernel[1],
                 p.stride[1],
                 "pooling width",

@@ -631,7 +631,9 @@ impl Op {
                     };
                     match (v < 0, extent) {
                         (false, _) => Ok(v as usize),
-                        (true, Some(n)) if (-v) as usize <= n => Ok(n - (-v) as usize),
+                        (true, Some(n)) if v.unsigned_abs() <= n as u64 => {
+                            Ok(n - v.unsigned_abs() as usize)
+                        }
                         _ => Err(attr_err(k, format!("`{k}` = {v} is out of range"))),
                     }
                 };

@@ -12,6 +12,10 @@ use crate::tensor::Tensor;
 use crate::types::TensorType;
 use std::sync::Arc;
 
+/// The largest param, in elements (1 GiB of f32): params are loaded and
+/// embedded whole, so a larger one is refused rather than allocated.
+pub const MAX_PARAM_ELEMENTS: usize = 1 << 28;
+
 /// Literals with more elements than this print as hex bits.
 const DECIMAL_LITERAL_LIMIT: usize = 16;
 
@@ -310,6 +314,7 @@ impl Param {
             _ => Err(err(Some(k), format!("`{k}` must be a string"))),
         };
         let numel = crate::tensor::checked_numel(&shape)
+            .filter(|&n| n <= MAX_PARAM_ELEMENTS)
             .ok_or_else(|| err(None, format!("param shape {} is too large", ty.shape)))?;
         if get("file").is_some() {
             let path = string("file")?;
