@@ -176,19 +176,12 @@ impl PassManager {
         }
         if i.time_passes {
             let total: Duration = timings.iter().map(|t| t.time).sum();
+            let rule =
+                "===-------------------------------------------------------------------------===";
             writeln!(
                 log,
-                "===-------------------------------------------------------------------------==="
-            )
-            .map_err(io)?;
-            writeln!(
-                log,
-                "                          ... Pass execution timing report ..."
-            )
-            .map_err(io)?;
-            writeln!(
-                log,
-                "===-------------------------------------------------------------------------==="
+                "{rule}\n{:>58}\n{rule}",
+                "... Pass execution timing report ..."
             )
             .map_err(io)?;
             writeln!(

@@ -10,6 +10,7 @@ use lopper_ir::graph::reference::evaluate;
 use lopper_ir::graph::NodeIndex;
 use lopper_ir::{Dim, Graph, Op, Tensor};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A failure to run a graph.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,7 +104,8 @@ pub fn run_graph(
     for o in &g.outputs {
         *remaining.entry(o.node).or_default() += 1;
     }
-    let mut values: HashMap<NodeIndex, Tensor> = HashMap::new();
+    // Params are shared with the graph, not copied per run.
+    let mut values: HashMap<NodeIndex, Arc<Tensor>> = HashMap::new();
     for n in order {
         let node = g.node(n);
         let fail = |message: String| RunError::Eval {
@@ -111,12 +113,12 @@ pub fn run_graph(
             message,
         };
         let value = match &node.op {
-            Op::Input => inputs[&node.name].clone(),
-            Op::Param(p) => p.data.as_ref().clone(),
+            Op::Input => Arc::new(inputs[&node.name].clone()),
+            Op::Param(p) => p.data.clone(),
             op => {
                 let shape = node.ty.shape.bind(&sizes).map_err(fail)?;
                 let operands = g.operands(n);
-                let args: Vec<&Tensor> = operands.iter().map(|o| &values[o]).collect();
+                let args: Vec<&Tensor> = operands.iter().map(|o| values[o].as_ref()).collect();
                 let result = evaluate(op, &args, &shape).map_err(fail)?;
                 let mut distinct = operands;
                 distinct.sort();
@@ -128,13 +130,13 @@ pub fn run_graph(
                         values.remove(&o);
                     }
                 }
-                result
+                Arc::new(result)
             }
         };
         values.insert(n, value);
     }
     Ok(g.outputs
         .iter()
-        .map(|o| (o.name.clone(), values[&o.node].clone()))
+        .map(|o| (o.name.clone(), values[&o.node].as_ref().clone()))
         .collect())
 }

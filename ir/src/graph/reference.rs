@@ -108,19 +108,26 @@ pub fn broadcast_offsets(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
         let j = rank - shape.len() + i;
         s[j] = if d == 1 { 0 } else { own[i] };
     }
-    let total: usize = out_shape.iter().product();
+    strided_offsets(out_shape, &s)
+}
+
+/// Walks `shape` in row-major order and gives, for each element, the sum of
+/// its coordinates times `strides`: the offset of that element in a tensor
+/// laid out with those strides (0 for a broadcast dim).
+pub fn strided_offsets(shape: &[usize], strides: &[usize]) -> Vec<usize> {
+    let total: usize = shape.iter().product();
     let mut out = Vec::with_capacity(total);
-    let mut index = vec![0usize; rank];
+    let mut index = vec![0usize; shape.len()];
     let mut offset = 0usize;
     for _ in 0..total {
         out.push(offset);
-        for d in (0..rank).rev() {
+        for d in (0..shape.len()).rev() {
             index[d] += 1;
-            offset += s[d];
-            if index[d] < out_shape[d] {
+            offset += strides[d];
+            if index[d] < shape[d] {
                 break;
             }
-            offset -= s[d] * index[d];
+            offset -= strides[d] * index[d];
             index[d] = 0;
         }
     }
@@ -319,23 +326,10 @@ fn transpose(x: &Tensor, perm: &[usize]) -> Vec<f32> {
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let in_strides = strides(&x.shape);
     let permuted: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-    let total = x.data.len();
-    let mut out = Vec::with_capacity(total);
-    let mut index = vec![0usize; out_shape.len()];
-    let mut offset = 0usize;
-    for _ in 0..total {
-        out.push(x.data[offset]);
-        for d in (0..out_shape.len()).rev() {
-            index[d] += 1;
-            offset += permuted[d];
-            if index[d] < out_shape[d] {
-                break;
-            }
-            offset -= permuted[d] * index[d];
-            index[d] = 0;
-        }
-    }
-    out
+    strided_offsets(&out_shape, &permuted)
+        .into_iter()
+        .map(|o| x.data[o])
+        .collect()
 }
 
 fn layer_norm(
@@ -406,23 +400,12 @@ fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], out_len: usize) -> Vec<f
         out_len
     ];
     let count: usize = axes.iter().map(|&a| x.shape[a]).product();
-    let mut index = vec![0usize; x.shape.len()];
-    let mut o = 0usize;
-    for &v in &x.data {
+    for (&v, o) in x.data.iter().zip(strided_offsets(&x.shape, &offsets)) {
         let v = v as f64;
         acc[o] = match kind {
             ReduceKind::Max => acc[o].max(v),
             _ => acc[o] + v,
         };
-        for d in (0..x.shape.len()).rev() {
-            index[d] += 1;
-            o += offsets[d];
-            if index[d] < x.shape[d] {
-                break;
-            }
-            o -= offsets[d] * index[d];
-            index[d] = 0;
-        }
     }
     acc.into_iter()
         .map(|a| match kind {
