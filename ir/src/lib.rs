@@ -11,6 +11,7 @@
 
 pub mod diagnostic;
 pub mod graph;
+pub mod loops;
 pub mod tensor;
 pub mod types;
 

@@ -11,6 +11,7 @@ pub mod cse;
 pub mod dce;
 pub mod fold_batchnorm;
 pub mod fold_constants;
+pub mod lower_to_loops;
 pub mod manager;
 pub mod pass;
 pub mod pipeline;

@@ -8,7 +8,7 @@
 
 use lopper_ir::graph::reference::evaluate;
 use lopper_ir::graph::NodeIndex;
-use lopper_ir::{Dim, Graph, Op, Tensor};
+use lopper_ir::{Dim, Graph, Op, Tensor, TensorType};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -28,34 +28,33 @@ pub enum RunError {
     },
 }
 
-/// Binds the graph's symbolic sizes from the inputs' shapes, on top of
-/// `given` (from `--set`); every input must match its declared type.
+/// Binds symbolic sizes from the shapes of the inputs, on top of `given`
+/// (from `--set`); every input must match its declared type and every given
+/// tensor must be a declared input.
 pub fn bind_sizes(
-    g: &Graph,
+    declared: &[(&str, &TensorType)],
     inputs: &HashMap<String, Tensor>,
     given: &BTreeMap<String, usize>,
 ) -> Result<BTreeMap<String, usize>, RunError> {
     let mut sizes = given.clone();
-    for &i in &g.inputs {
-        let node = g.node(i);
-        let t = inputs.get(&node.name).ok_or_else(|| {
-            RunError::Input(format!("input `{}` ({}) is not given", node.name, node.ty))
-        })?;
-        let declared = &node.ty.shape;
+    for (name, ty) in declared {
+        let t = inputs
+            .get(*name)
+            .ok_or_else(|| RunError::Input(format!("input `{name}` ({ty}) is not given")))?;
         let mismatch = |why: String| {
             RunError::Input(format!(
-                "input `{}` has shape {:?} but the model expects {}: {why}",
-                node.name, t.shape, node.ty
+                "input `{name}` has shape {:?} but the model expects {ty}: {why}",
+                t.shape
             ))
         };
-        if t.shape.len() != declared.rank() {
+        if t.shape.len() != ty.shape.rank() {
             return Err(mismatch(format!(
                 "rank {} instead of {}",
                 t.shape.len(),
-                declared.rank()
+                ty.shape.rank()
             )));
         }
-        for (axis, (d, &actual)) in declared.0.iter().zip(&t.shape).enumerate() {
+        for (axis, (d, &actual)) in ty.shape.0.iter().zip(&t.shape).enumerate() {
             match d {
                 Dim::Static(n) if *n != actual => {
                     return Err(mismatch(format!("dim {axis} is {actual}, expected {n}")))
@@ -78,8 +77,8 @@ pub fn bind_sizes(
         }
     }
     for name in inputs.keys() {
-        if !g.inputs.iter().any(|&i| &g.node(i).name == name) {
-            let names: Vec<String> = g.inputs.iter().map(|&i| g.node(i).name.clone()).collect();
+        if !declared.iter().any(|(d, _)| d == name) {
+            let names: Vec<&str> = declared.iter().map(|(d, _)| *d).collect();
             return Err(RunError::Input(format!(
                 "the model has no input `{name}`; its inputs are: {}",
                 names.join(", ")
@@ -95,7 +94,12 @@ pub fn run_graph(
     inputs: &HashMap<String, Tensor>,
     given: &BTreeMap<String, usize>,
 ) -> Result<Vec<(String, Tensor)>, RunError> {
-    let sizes = bind_sizes(g, inputs, given)?;
+    let declared: Vec<(&str, &TensorType)> = g
+        .inputs
+        .iter()
+        .map(|&i| (g.node(i).name.as_str(), &g.node(i).ty))
+        .collect();
+    let sizes = bind_sizes(&declared, inputs, given)?;
     let order = g
         .topo_order()
         .map_err(|_| RunError::Input("the graph has a cycle".into()))?;

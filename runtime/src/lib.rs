@@ -1,5 +1,6 @@
-//! lopper's runtime: tensors in and out of safetensors files, and the
-//! reference interpreter that runs a graph directly.
+//! lopper's runtime: tensors in and out of safetensors files, the
+//! reference interpreter that runs a graph directly, and the loop-IR
+//! interpreter that runs a lowered module.
 //!
 //! The interpreter is the oracle every compiled result is checked against;
 //! loading and calling compiled shared objects arrives with the backends.
@@ -7,6 +8,8 @@
 
 pub mod interpreter;
 pub mod io;
+pub mod loop_interpreter;
 
 pub use interpreter::{bind_sizes, run_graph, RunError};
 pub use io::{random_tensor, read_tensor_file, write_tensors, IoError};
+pub use loop_interpreter::run_module;

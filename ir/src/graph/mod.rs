@@ -10,7 +10,7 @@ mod dot;
 mod infer;
 pub mod op;
 pub mod param;
-mod parser;
+pub(crate) mod parser;
 mod printer;
 pub mod reference;
 mod verify;

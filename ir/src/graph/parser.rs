@@ -117,6 +117,32 @@ fn attr_value(p: Pair<Rule>) -> Result<AttrValue, Diagnostic> {
     })
 }
 
+/// Parses `{name = value, ...}` text (the attributes of a statement) at
+/// byte `offset` of a larger source, for the loop IR's parser.
+pub(crate) fn parse_attributes(
+    text: &str,
+    offset: usize,
+) -> Result<Vec<(String, AttrValue)>, Diagnostic> {
+    let mut pairs = GirParser::parse(Rule::attributes, text)
+        .map_err(|e| from_pest(&e, text, describe).shifted(offset))?;
+    let mut out = Vec::new();
+    for a in pairs.next().expect("grammar: attributes").into_inner() {
+        let mut ai = a.into_inner();
+        let key = ai.next().expect("grammar: name").as_str().to_string();
+        let value =
+            attr_value(ai.next().expect("grammar: value")).map_err(|d| d.shifted(offset))?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// Parses a tensor type (`f32[batch,784]`) at byte `offset` of a larger source.
+pub(crate) fn parse_tensor_type(text: &str, offset: usize) -> Result<TensorType, Diagnostic> {
+    let mut pairs = GirParser::parse(Rule::tensor_type, text)
+        .map_err(|e| from_pest(&e, text, describe).shifted(offset))?;
+    tensor_type(pairs.next().expect("grammar: type")).map_err(|d| d.shifted(offset))
+}
+
 /// The value of a number literal: an integer when it has no `.`, exponent,
 /// `inf` or `NaN`, otherwise a float.
 pub fn attr_value_of(text: &str) -> Option<AttrValue> {

@@ -1,0 +1,350 @@
+//! The loop IR: kernels of loops over buffers.
+//!
+//! A [`Module`] is what a model lowers to: its buffers (inputs, outputs,
+//! constants with their data, scratch) and the kernels that run in order,
+//! each reading and writing module buffers. A kernel body is statements
+//! (`for`, `let`, assignment, `store`, `if`, local `alloc`) over expressions
+//! (constants, variables, loads, arithmetic, `min`/`max`/`select`, and the
+//! intrinsics `exp`, `log`, `tanh`, `sqrt`, `erf`, `fma`). Index expressions are
+//! `index` (64-bit) values built from loop variables and symbolic sizes; data
+//! are `f32`. The text form (`.lir`) prints and parses back exactly; the
+//! verifier types every expression and proves every access in bounds.
+//!
+//! Vector forms arrive with the `vectorize` pass; the loop kinds they need
+//! (`vectorize<N>`, `unroll`, `parallel`) already print and parse.
+
+mod interval;
+mod parser;
+mod printer;
+mod verify;
+
+pub use parser::parse_lir;
+pub use printer::print_lir;
+pub use verify::{verify_module, LoopVerifyError};
+
+use crate::graph::param::Param;
+use crate::types::TensorType;
+
+/// What a buffer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufferKind {
+    /// A model input, read only.
+    In,
+    /// A model output, written by the kernels.
+    Out,
+    /// Constant data (weights), read only, embedded in the artifact.
+    Const,
+    /// Intermediate values, alive between kernels.
+    Scratch,
+    /// Another buffer's memory seen with a different shape of the same
+    /// element count (what `reshape` and `flatten` lower to); read only.
+    View,
+}
+
+impl BufferKind {
+    /// The keyword in text.
+    pub fn name(self) -> &'static str {
+        match self {
+            BufferKind::In => "in",
+            BufferKind::Out => "out",
+            BufferKind::Const => "const",
+            BufferKind::Scratch => "scratch",
+            BufferKind::View => "view",
+        }
+    }
+}
+
+/// A module-level buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// Unique name, printed with `%`.
+    pub name: String,
+    /// Its role.
+    pub kind: BufferKind,
+    /// Element type and shape (symbolic sizes allowed but for constants).
+    pub ty: TensorType,
+    /// The data of a constant buffer.
+    pub data: Option<Param>,
+    /// The buffer whose memory a view shows.
+    pub view_of: Option<String>,
+}
+
+/// How a loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoopKind {
+    /// One iteration after another.
+    Serial,
+    /// Iterations may run on different threads.
+    Parallel,
+    /// Fully unrolled by code generation.
+    Unrolled,
+    /// Lanes of a vector of the given width.
+    Vectorized(u32),
+}
+
+/// Scalar types of expressions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScalarType {
+    /// 64-bit signed index arithmetic.
+    Index,
+    /// 32-bit float data.
+    F32,
+    /// A condition.
+    Bool,
+}
+
+impl ScalarType {
+    /// The name in text.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalarType::Index => "index",
+            ScalarType::F32 => "f32",
+            ScalarType::Bool => "bool",
+        }
+    }
+}
+
+/// Binary operators. Arithmetic works on `index` or `f32` (both operands
+/// alike); `/` and `%` on `index` are floor division and remainder of
+/// non-negative values; comparisons give `bool`; `&&` and `||` take `bool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `%`
+    Rem,
+    /// `min(a, b)`
+    Min,
+    /// `max(a, b)`
+    Max,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `&&`
+    And,
+    /// `||`
+    Or,
+}
+
+impl BinOp {
+    /// The operator's text (infix symbol or function name).
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Rem => "%",
+            BinOp::Min => "min",
+            BinOp::Max => "max",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::And => "&&",
+            BinOp::Or => "||",
+        }
+    }
+
+    /// Binding strength of the infix form (higher binds tighter); `None`
+    /// for the function forms.
+    pub fn precedence(self) -> Option<u8> {
+        Some(match self {
+            BinOp::Or => 1,
+            BinOp::And => 2,
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => 3,
+            BinOp::Add | BinOp::Sub => 4,
+            BinOp::Mul | BinOp::Div | BinOp::Rem => 5,
+            BinOp::Min | BinOp::Max => return None,
+        })
+    }
+}
+
+/// Functions of one `f32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    /// `-x` (also on `index`).
+    Neg,
+    /// `e^x`
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Square root.
+    Sqrt,
+    /// The error function.
+    Erf,
+}
+
+impl UnOp {
+    /// The function's name (`-` for negation).
+    pub fn name(self) -> &'static str {
+        match self {
+            UnOp::Neg => "-",
+            UnOp::Exp => "exp",
+            UnOp::Log => "log",
+            UnOp::Tanh => "tanh",
+            UnOp::Sqrt => "sqrt",
+            UnOp::Erf => "erf",
+        }
+    }
+}
+
+/// An expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// An `index` constant.
+    Int(i64),
+    /// An `f32` constant.
+    Float(f32),
+    /// A loop variable, local, or symbolic size (sizes print bare, the
+    /// others with `%`).
+    Var(String),
+    /// A symbolic size of the module.
+    Size(String),
+    /// `%buf[i, j]`.
+    Load {
+        /// The buffer (module buffer or local alloc).
+        buffer: String,
+        /// One index per dimension.
+        indices: Vec<Expr>,
+    },
+    /// A binary operation.
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// A unary function.
+    Unary(UnOp, Box<Expr>),
+    /// `fma(a, b, c)` = `a * b + c` rounded once.
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `select(c, a, b)`: `a` if `c` else `b`.
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+impl Expr {
+    /// `a op b`.
+    pub fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+
+    /// A variable.
+    pub fn var(name: &str) -> Expr {
+        Expr::Var(name.to_string())
+    }
+
+    /// `f(a)`.
+    pub fn unary(op: UnOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+}
+
+/// A statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `for %v in lo..hi { body }`.
+    For {
+        /// The loop variable.
+        var: String,
+        /// First value.
+        lo: Expr,
+        /// One past the last value.
+        hi: Expr,
+        /// How it runs.
+        kind: LoopKind,
+        /// The body.
+        body: Vec<Stmt>,
+    },
+    /// `let %v: ty = init`: declares a mutable local.
+    Let {
+        /// The local.
+        var: String,
+        /// Its type.
+        ty: ScalarType,
+        /// Its first value.
+        init: Expr,
+    },
+    /// `%v = value`: assigns a local.
+    Assign {
+        /// The local.
+        var: String,
+        /// The new value.
+        value: Expr,
+    },
+    /// `%buf[i, j] = value`.
+    Store {
+        /// The buffer.
+        buffer: String,
+        /// One index per dimension.
+        indices: Vec<Expr>,
+        /// The value.
+        value: Expr,
+    },
+    /// `if cond { then } else { otherwise }`.
+    If {
+        /// The condition.
+        cond: Expr,
+        /// Taken when true.
+        then: Vec<Stmt>,
+        /// Taken when false (may be empty).
+        otherwise: Vec<Stmt>,
+    },
+    /// `alloc %t: f32[dims]`: a local array for the rest of the block.
+    Alloc {
+        /// Its name.
+        name: String,
+        /// Its static extents.
+        dims: Vec<usize>,
+    },
+}
+
+/// A kernel: a body over some module buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// Its name (`@linear_relu_0`).
+    pub name: String,
+    /// The module buffers it uses.
+    pub params: Vec<String>,
+    /// The statements.
+    pub body: Vec<Stmt>,
+}
+
+/// A lowered model.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Module {
+    /// The model's name.
+    pub name: String,
+    /// Symbolic sizes, bound at run time, in order.
+    pub sizes: Vec<String>,
+    /// Every buffer; inputs and outputs in signature order.
+    pub buffers: Vec<Buffer>,
+    /// Kernels in execution order.
+    pub kernels: Vec<Kernel>,
+}
+
+impl Module {
+    /// The buffer named `name`.
+    pub fn buffer(&self, name: &str) -> Option<&Buffer> {
+        self.buffers.iter().find(|b| b.name == name)
+    }
+
+    /// The buffers of one kind, in order.
+    pub fn buffers_of(&self, kind: BufferKind) -> impl Iterator<Item = &Buffer> {
+        self.buffers.iter().filter(move |b| b.kind == kind)
+    }
+}

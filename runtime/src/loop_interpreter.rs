@@ -1,0 +1,349 @@
+//! The loop-IR interpreter: runs a lowered module statement by statement.
+//!
+//! It gives lowering and every loop pass a test without code generation:
+//! a module's outputs must equal the graph interpreter's. It computes in
+//! `f32` as compiled code does (`fma` rounds once), binds symbolic sizes from
+//! the inputs, and checks every access at run time, so even a module that
+//! escaped the verifier ends in an error, never in a wrong read.
+
+use crate::interpreter::{bind_sizes, RunError};
+use lopper_ir::loops::{BinOp, BufferKind, Expr, Module, Stmt, UnOp};
+use lopper_ir::tensor::strides;
+use lopper_ir::{Tensor, TensorType};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Val {
+    I(i64),
+    F(f32),
+    B(bool),
+}
+
+/// How a buffer name indexes memory: its shape and the storage it shows
+/// (its own, or a view's source).
+struct Array {
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    storage: String,
+}
+
+impl Array {
+    fn new(shape: Vec<usize>, storage: &str) -> Array {
+        Array {
+            strides: strides(&shape),
+            shape,
+            storage: storage.to_string(),
+        }
+    }
+}
+
+struct Machine<'a> {
+    sizes: &'a BTreeMap<String, usize>,
+    arrays: HashMap<String, Array>,
+    storage: HashMap<String, Vec<f32>>,
+    vars: Vec<HashMap<String, Val>>,
+    kernel: String,
+}
+
+fn fail(kernel: &str, message: String) -> RunError {
+    RunError::Eval {
+        node: format!("@{kernel}"),
+        message,
+    }
+}
+
+/// Runs module `m` on `inputs`; returns its outputs by name, in order.
+pub fn run_module(
+    m: &Module,
+    inputs: &HashMap<String, Tensor>,
+    given: &BTreeMap<String, usize>,
+) -> Result<Vec<(String, Tensor)>, RunError> {
+    let declared: Vec<(&str, &TensorType)> = m
+        .buffers_of(BufferKind::In)
+        .map(|b| (b.name.as_str(), &b.ty))
+        .collect();
+    let sizes = bind_sizes(&declared, inputs, given)?;
+    let mut arrays = HashMap::new();
+    let mut storage = HashMap::new();
+    for b in &m.buffers {
+        let shape =
+            b.ty.shape
+                .bind(&sizes)
+                .map_err(|e| RunError::Input(format!("buffer %{}: {e}", b.name)))?;
+        let n = shape.iter().product();
+        let root = b.view_of.as_deref().unwrap_or(&b.name);
+        arrays.insert(b.name.clone(), Array::new(shape, root));
+        let data = match b.kind {
+            BufferKind::In => inputs[&b.name].data.clone(),
+            BufferKind::Const => {
+                let p = b
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| RunError::Input(format!("const %{} has no data", b.name)))?;
+                p.data.data.clone()
+            }
+            BufferKind::Out | BufferKind::Scratch => vec![0.0; n],
+            BufferKind::View => continue,
+        };
+        storage.insert(b.name.clone(), data);
+    }
+    let mut machine = Machine {
+        sizes: &sizes,
+        arrays,
+        storage,
+        vars: Vec::new(),
+        kernel: String::new(),
+    };
+    for k in &m.kernels {
+        machine.kernel = k.name.clone();
+        machine.vars = vec![HashMap::new()];
+        machine.block(&k.body)?;
+    }
+    Ok(m.buffers_of(BufferKind::Out)
+        .map(|b| {
+            let a = &machine.arrays[&b.name];
+            (
+                b.name.clone(),
+                Tensor {
+                    shape: a.shape.clone(),
+                    data: machine.storage[&a.storage].clone(),
+                },
+            )
+        })
+        .collect())
+}
+
+impl Machine<'_> {
+    fn err(&self, message: String) -> RunError {
+        fail(&self.kernel, message)
+    }
+
+    fn block(&mut self, body: &[Stmt]) -> Result<(), RunError> {
+        self.vars.push(HashMap::new());
+        let mut allocs = Vec::new();
+        for s in body {
+            if let Stmt::Alloc { name, .. } = s {
+                allocs.push(name.clone());
+            }
+            self.stmt(s)?;
+        }
+        for a in allocs {
+            self.arrays.remove(&a);
+            self.storage.remove(&a);
+        }
+        self.vars.pop();
+        Ok(())
+    }
+
+    fn set(&mut self, name: &str, v: Val) -> Result<(), RunError> {
+        for scope in self.vars.iter_mut().rev() {
+            if let Some(slot) = scope.get_mut(name) {
+                *slot = v;
+                return Ok(());
+            }
+        }
+        Err(self.err(format!("assignment to undefined %{name}")))
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), RunError> {
+        match s {
+            Stmt::For {
+                var, lo, hi, body, ..
+            } => {
+                let (lo, hi) = (self.index(lo)?, self.index(hi)?);
+                for i in lo..hi {
+                    self.vars.push(HashMap::from([(var.clone(), Val::I(i))]));
+                    let r = self.block(body);
+                    self.vars.pop();
+                    r?;
+                }
+            }
+            Stmt::Let { var, init, .. } => {
+                let v = self.eval(init)?;
+                self.vars
+                    .last_mut()
+                    .expect("a scope is open")
+                    .insert(var.clone(), v);
+            }
+            Stmt::Assign { var, value } => {
+                let v = self.eval(value)?;
+                self.set(var, v)?;
+            }
+            Stmt::Store {
+                buffer,
+                indices,
+                value,
+            } => {
+                let v = self.float(value)?;
+                let (storage, at) = self.offset(buffer, indices)?;
+                self.storage
+                    .get_mut(&storage)
+                    .expect("every array has storage")[at] = v;
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                if self.boolean(cond)? {
+                    self.block(then)?;
+                } else {
+                    self.block(otherwise)?;
+                }
+            }
+            Stmt::Alloc { name, dims } => {
+                self.arrays
+                    .insert(name.clone(), Array::new(dims.clone(), name));
+                self.storage
+                    .insert(name.clone(), vec![0.0; dims.iter().product()]);
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage and element offset of an access.
+    fn offset(&mut self, buffer: &str, indices: &[Expr]) -> Result<(String, usize), RunError> {
+        let mut idx = Vec::with_capacity(indices.len());
+        for e in indices {
+            idx.push(self.index(e)?);
+        }
+        let a = self
+            .arrays
+            .get(buffer)
+            .ok_or_else(|| self.err(format!("unknown buffer %{buffer}")))?;
+        if idx.len() != a.shape.len() {
+            return Err(self.err(format!("%{buffer} indexed with {} indices", idx.len())));
+        }
+        let mut at = 0;
+        for (d, (&i, &extent)) in idx.iter().zip(&a.shape).enumerate() {
+            if i < 0 || i as usize >= extent {
+                return Err(self.err(format!(
+                    "%{buffer}: index {i} is outside 0..{extent} in dim {d}"
+                )));
+            }
+            at += i as usize * a.strides[d];
+        }
+        Ok((a.storage.clone(), at))
+    }
+
+    fn index(&mut self, e: &Expr) -> Result<i64, RunError> {
+        match self.eval(e)? {
+            Val::I(v) => Ok(v),
+            other => Err(self.err(format!("expected an index, got {other:?}"))),
+        }
+    }
+
+    fn float(&mut self, e: &Expr) -> Result<f32, RunError> {
+        match self.eval(e)? {
+            Val::F(v) => Ok(v),
+            other => Err(self.err(format!("expected an f32, got {other:?}"))),
+        }
+    }
+
+    fn boolean(&mut self, e: &Expr) -> Result<bool, RunError> {
+        match self.eval(e)? {
+            Val::B(v) => Ok(v),
+            other => Err(self.err(format!("expected a bool, got {other:?}"))),
+        }
+    }
+
+    fn eval(&mut self, e: &Expr) -> Result<Val, RunError> {
+        Ok(match e {
+            Expr::Int(v) => Val::I(*v),
+            Expr::Float(v) => Val::F(*v),
+            Expr::Size(s) => Val::I(
+                *self
+                    .sizes
+                    .get(s)
+                    .ok_or_else(|| self.err(format!("size `{s}` is not bound")))?
+                    as i64,
+            ),
+            Expr::Var(v) => *self
+                .vars
+                .iter()
+                .rev()
+                .find_map(|scope| scope.get(v))
+                .ok_or_else(|| self.err(format!("use of undefined %{v}")))?,
+            Expr::Load { buffer, indices } => {
+                let (storage, at) = self.offset(buffer, indices)?;
+                Val::F(self.storage[&storage][at])
+            }
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.eval(a)?, self.eval(b)?);
+                binary(*op, a, b)
+                    .ok_or_else(|| self.err(format!("`{}` on {a:?} and {b:?}", op.symbol())))?
+            }
+            Expr::Unary(op, a) => match (op, self.eval(a)?) {
+                (UnOp::Neg, Val::I(v)) => Val::I(-v),
+                (op, Val::F(x)) => {
+                    let v = x as f64;
+                    Val::F(match op {
+                        UnOp::Neg => -x,
+                        UnOp::Exp => v.exp() as f32,
+                        UnOp::Log => v.ln() as f32,
+                        UnOp::Tanh => v.tanh() as f32,
+                        UnOp::Sqrt => x.sqrt(),
+                        UnOp::Erf => libm::erf(v) as f32,
+                    })
+                }
+                (_, other) => return Err(self.err(format!("`{}` on {other:?}", op.name()))),
+            },
+            Expr::Fma(a, b, c) => {
+                let (a, b, c) = (self.float(a)?, self.float(b)?, self.float(c)?);
+                Val::F(a.mul_add(b, c))
+            }
+            Expr::Select(c, a, b) => {
+                if self.boolean(c)? {
+                    self.eval(a)?
+                } else {
+                    self.eval(b)?
+                }
+            }
+        })
+    }
+}
+
+fn binary(op: BinOp, a: Val, b: Val) -> Option<Val> {
+    use BinOp::*;
+    Some(match (a, b) {
+        (Val::I(x), Val::I(y)) => match op {
+            Add => Val::I(x.checked_add(y)?),
+            Sub => Val::I(x.checked_sub(y)?),
+            Mul => Val::I(x.checked_mul(y)?),
+            Div => Val::I(x.checked_div_euclid(y)?),
+            Rem => Val::I(x.checked_rem_euclid(y)?),
+            Min => Val::I(x.min(y)),
+            Max => Val::I(x.max(y)),
+            Lt => Val::B(x < y),
+            Le => Val::B(x <= y),
+            Gt => Val::B(x > y),
+            Ge => Val::B(x >= y),
+            Eq => Val::B(x == y),
+            Ne => Val::B(x != y),
+            And | Or => return None,
+        },
+        (Val::F(x), Val::F(y)) => match op {
+            Add => Val::F(x + y),
+            Sub => Val::F(x - y),
+            Mul => Val::F(x * y),
+            Div => Val::F(x / y),
+            Min => Val::F(x.min(y)),
+            Max => Val::F(x.max(y)),
+            Lt => Val::B(x < y),
+            Le => Val::B(x <= y),
+            Gt => Val::B(x > y),
+            Ge => Val::B(x >= y),
+            Eq => Val::B(x == y),
+            Ne => Val::B(x != y),
+            Rem | And | Or => return None,
+        },
+        (Val::B(x), Val::B(y)) => match op {
+            And => Val::B(x && y),
+            Or => Val::B(x || y),
+            Eq => Val::B(x == y),
+            Ne => Val::B(x != y),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
