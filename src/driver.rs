@@ -6,9 +6,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use lopper_ir::graph::{flops, parse_gir};
+use lopper_ir::loops::{parse_lir, BufferKind};
 use lopper_ir::types::sum_sizes;
-use lopper_ir::{Graph, Op, Size, Tensor};
-use lopper_passes::PassManager;
+use lopper_ir::{Graph, Op, Size, Tensor, TensorType};
+use lopper_passes::{Ir, PassManager};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -25,30 +26,88 @@ impl std::fmt::Display for Rendered {
 
 impl std::error::Error for Rendered {}
 
-/// Reads a model: `.gir` text, or the DSL for any other extension.
-pub fn load_graph(path: &Path) -> Result<Graph> {
-    if path.extension().is_some_and(|e| e == "gir") {
-        let file = path.display().to_string();
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read `{file}`"))?;
-        let source = String::from_utf8(bytes).map_err(|e| {
-            anyhow!(
-                "`{file}` is not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            )
-        })?;
-        parse_gir(&source)
-            .map_err(|d| Rendered(lopper_ir::diagnostic::render(&file, &source, &d)).into())
-    } else {
-        lopper_frontend::load_model(path).map_err(|e| Rendered(e.render()).into())
+/// Reads a file's text, refusing what is not UTF-8.
+fn read_text(path: &Path) -> Result<(String, String)> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{file}`"))?;
+    let source = String::from_utf8(bytes).map_err(|e| {
+        anyhow!(
+            "`{file}` is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    Ok((file, source))
+}
+
+/// Reads a model: graph IR (`.gir`), loop IR (`.lir`), or the DSL for any
+/// other extension.
+pub fn load_ir(path: &Path) -> Result<Ir> {
+    let render = |file: &str, source: &str, d: Vec<lopper_ir::Diagnostic>| -> anyhow::Error {
+        Rendered(lopper_ir::diagnostic::render(file, source, &d)).into()
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("gir") => {
+            let (file, source) = read_text(path)?;
+            parse_gir(&source)
+                .map(Ir::Graph)
+                .map_err(|d| render(&file, &source, d))
+        }
+        Some("lir") => {
+            let (file, source) = read_text(path)?;
+            parse_lir(&source)
+                .map(Ir::Loops)
+                .map_err(|d| render(&file, &source, d))
+        }
+        _ => lopper_frontend::load_model(path)
+            .map(Ir::Graph)
+            .map_err(|e| Rendered(e.render()).into()),
     }
 }
 
-/// Runs a pass manager on `g`; printed IR and timing go to standard error,
+/// Reads a model that must still be a graph (`.lop` or `.gir`).
+pub fn load_graph(path: &Path) -> Result<Graph> {
+    match load_ir(path)? {
+        Ir::Graph(g) => Ok(g),
+        Ir::Loops(_) => bail!(
+            "`{}` is loop IR; this command needs a model or graph IR",
+            path.display()
+        ),
+    }
+}
+
+/// Runs a pass manager on `ir`; printed IR and timing go to standard error,
 /// like LLVM's and MLIR's.
-pub fn run_pipeline(pm: &mut PassManager, g: &mut Graph) -> Result<()> {
+pub fn run_pipeline(pm: &mut PassManager, ir: &mut Ir) -> Result<()> {
     let mut err = std::io::stderr().lock();
-    pm.run(g, &mut err).map_err(|e| anyhow!("{e}"))?;
+    pm.run_ir(ir, &mut err).map_err(|e| anyhow!("{e}"))?;
     Ok(())
+}
+
+/// The inputs of a model at any stage, in order, with their types.
+pub fn declared_inputs(ir: &Ir) -> Vec<(String, TensorType)> {
+    match ir {
+        Ir::Graph(g) => g
+            .inputs
+            .iter()
+            .map(|&i| (g.node(i).name.clone(), g.node(i).ty.clone()))
+            .collect(),
+        Ir::Loops(m) => m
+            .buffers_of(BufferKind::In)
+            .map(|b| (b.name.clone(), b.ty.clone()))
+            .collect(),
+    }
+}
+
+/// Runs a model at any stage: the graph interpreter or the loop interpreter.
+pub fn execute_ir(
+    ir: &Ir,
+    inputs: &std::collections::HashMap<String, Tensor>,
+    sizes: &BTreeMap<String, usize>,
+) -> Result<Vec<(String, Tensor)>> {
+    Ok(match ir {
+        Ir::Graph(g) => lopper_runtime::run_graph(g, inputs, sizes)?,
+        Ir::Loops(m) => lopper_runtime::run_module(m, inputs, sizes)?,
+    })
 }
 
 /// Parses `--set name=value` bindings of symbolic sizes.

@@ -10,12 +10,12 @@ mod driver;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use driver::{
-    argmax_rows, describe_tensor, load_graph, parse_sizes, read_input, run_pipeline, summary,
-    Rendered,
+    argmax_rows, declared_inputs, describe_tensor, execute_ir, load_graph, load_ir, parse_sizes,
+    read_input, run_pipeline, summary, Rendered,
 };
 use lopper_ir::graph::{print_gir, to_dot};
 use lopper_ir::{Dim, Tensor};
-use lopper_passes::{graph_pipeline, Instrumentation, PassManager, GRAPH_PASSES};
+use lopper_passes::{graph_pipeline, Instrumentation, Ir, PassManager, PASSES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -117,8 +117,10 @@ enum Command {
 enum Emit {
     /// Graph IR text (parses back with `lopper opt`).
     Gir,
-    /// Graphviz DOT (render with `dot -Tsvg`).
+    /// Graphviz DOT of the graph IR (render with `dot -Tsvg`).
     Dot,
+    /// Loop IR text (lowers after the pipeline unless it already did).
+    Lir,
 }
 
 /// Flags shared by every command that runs passes, named as LLVM and MLIR name them.
@@ -188,10 +190,13 @@ impl PipelineArgs {
     }
 }
 
-fn emit_text(g: &lopper_ir::Graph, emit: Emit, output: Option<&Path>) -> Result<()> {
-    let text = match emit {
-        Emit::Gir => print_gir(g),
-        Emit::Dot => to_dot(g),
+fn emit_text(ir: &Ir, emit: Emit, output: Option<&Path>) -> Result<()> {
+    let text = match (emit, ir) {
+        (Emit::Gir, Ir::Graph(g)) => print_gir(g),
+        (Emit::Dot, Ir::Graph(g)) => to_dot(g),
+        (Emit::Lir, Ir::Loops(_)) => ir.print(),
+        (_, Ir::Loops(_)) => bail!("the pipeline lowered the model to loops; use --emit lir"),
+        (Emit::Lir, Ir::Graph(_)) => bail!("internal error: --emit lir without lowering"),
     };
     match output {
         Some(path) => std::fs::write(path, text)
@@ -203,18 +208,34 @@ fn emit_text(g: &lopper_ir::Graph, emit: Emit, output: Option<&Path>) -> Result<
     }
 }
 
-fn load_and_optimize(file: &Path, args: &PipelineArgs, default: &str) -> Result<lopper_ir::Graph> {
+/// Loads `file` and runs the pipeline of `args` (or `default`) on it, then
+/// `lower-to-loops` when `lower` asks for loops and the pipeline did not.
+fn load_and_optimize(file: &Path, args: &PipelineArgs, default: &str, lower: bool) -> Result<Ir> {
     let origin = format!("lopper dump {} --passes ''", file.display());
+    let is_loop_ir = file.extension().is_some_and(|e| e == "lir");
+    // Graph passes do not apply to loop IR: it gets none unless asked.
+    let mut pipeline = args.pipeline(if is_loop_ir { "" } else { default });
+    let lowers = lopper_passes::parse_pipeline(&pipeline)
+        .map_err(|e| anyhow!(e))?
+        .iter()
+        .any(|p| p.name == "lower-to-loops");
+    if lower && !lowers && !is_loop_ir {
+        pipeline = if pipeline.trim().is_empty() {
+            "lower-to-loops".into()
+        } else {
+            format!("{pipeline},lower-to-loops")
+        };
+    }
     // The pipeline and its flags are checked before the model is read.
-    let mut pm = PassManager::new(&args.pipeline(default), args.instrumentation(origin))
-        .map_err(|e| anyhow!(e))?;
-    let mut g = load_graph(file)?;
-    run_pipeline(&mut pm, &mut g)?;
-    Ok(g)
+    let mut pm =
+        PassManager::new(&pipeline, args.instrumentation(origin)).map_err(|e| anyhow!(e))?;
+    let mut ir = load_ir(file)?;
+    run_pipeline(&mut pm, &mut ir)?;
+    Ok(ir)
 }
 
 fn run_inputs(
-    g: &lopper_ir::Graph,
+    declared: &[(String, lopper_ir::TensorType)],
     specs: &[String],
     sizes: &std::collections::BTreeMap<String, usize>,
 ) -> Result<HashMap<String, Tensor>> {
@@ -223,24 +244,19 @@ fn run_inputs(
         let (name, source) = spec.split_once('=').ok_or_else(|| {
             anyhow!("--input `{spec}`: expected NAME=FILE.safetensors[:TENSOR] or NAME=random:SEED")
         })?;
-        let node = g
-            .inputs
-            .iter()
-            .map(|&i| g.node(i))
-            .find(|n| n.name == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = g.inputs.iter().map(|&i| g.node(i).name.as_str()).collect();
-                anyhow!(
-                    "--input `{spec}`: the model has no input `{name}`; its inputs are: {}",
-                    names.join(", ")
-                )
-            })?;
+        let (_, ty) = declared.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
+            anyhow!(
+                "--input `{spec}`: the model has no input `{name}`; its inputs are: {}",
+                names.join(", ")
+            )
+        })?;
         let tensor = if let Some(seed) = source.strip_prefix("random:") {
             let seed: u64 = seed.parse().map_err(|_| {
                 anyhow!("--input `{spec}`: the seed must be a non-negative integer")
             })?;
             let mut shape = Vec::new();
-            for d in &node.ty.shape.0 {
+            for d in &ty.shape.0 {
                 shape.push(match d {
                     Dim::Static(n) => *n,
                     Dim::Symbol(s) => *sizes.get(s).ok_or_else(|| {
@@ -272,8 +288,11 @@ fn execute(command: Command) -> Result<()> {
             };
             let mut pm =
                 PassManager::new("shape-infer", instrumentation).map_err(|e| anyhow!(e))?;
-            let mut g = load_graph(&file)?;
-            run_pipeline(&mut pm, &mut g)?;
+            let mut ir = Ir::Graph(load_graph(&file)?);
+            run_pipeline(&mut pm, &mut ir)?;
+            let Ir::Graph(g) = ir else {
+                bail!("internal error: shape-infer lowered the graph")
+            };
             print!("{}", summary(&g, &sizes));
         }
         Command::Dump {
@@ -282,8 +301,13 @@ fn execute(command: Command) -> Result<()> {
             output,
             pipeline,
         } => {
-            let g = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE)?;
-            emit_text(&g, emit, output.as_deref())?;
+            let ir = load_and_optimize(
+                &file,
+                &pipeline,
+                lopper_passes::DEFAULT_PIPELINE,
+                matches!(emit, Emit::Lir),
+            )?;
+            emit_text(&ir, emit, output.as_deref())?;
         }
         Command::Opt {
             file,
@@ -291,8 +315,8 @@ fn execute(command: Command) -> Result<()> {
             emit,
             pipeline,
         } => {
-            let g = load_and_optimize(&file, &pipeline, "")?;
-            emit_text(&g, emit, output.as_deref())?;
+            let ir = load_and_optimize(&file, &pipeline, "", matches!(emit, Emit::Lir))?;
+            emit_text(&ir, emit, output.as_deref())?;
         }
         Command::Run {
             file,
@@ -303,9 +327,9 @@ fn execute(command: Command) -> Result<()> {
             pipeline,
         } => {
             let sizes = parse_sizes(&set)?;
-            let g = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE)?;
-            let inputs = run_inputs(&g, &inputs, &sizes)?;
-            let outputs = lopper_runtime::run_graph(&g, &inputs, &sizes)?;
+            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, false)?;
+            let inputs = run_inputs(&declared_inputs(&ir), &inputs, &sizes)?;
+            let outputs = execute_ir(&ir, &inputs, &sizes)?;
             for (name, t) in &outputs {
                 println!("{}", describe_tensor(name, t));
             }
@@ -324,11 +348,11 @@ fn execute(command: Command) -> Result<()> {
             backend: _,
             pipeline,
         } => {
-            let g = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE)?;
-            evaluate_accuracy(&g, &data, &x, &y)?;
+            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, false)?;
+            evaluate_accuracy(&ir, &data, &x, &y)?;
         }
         Command::Passes => {
-            for p in GRAPH_PASSES {
+            for p in PASSES {
                 println!("{:<16} {}", p.name, p.description);
                 for (o, d) in p.options {
                     println!("    {o:<12} {d}");
@@ -339,12 +363,12 @@ fn execute(command: Command) -> Result<()> {
     Ok(())
 }
 
-fn evaluate_accuracy(g: &lopper_ir::Graph, data: &Path, x: &str, y: &str) -> Result<()> {
-    let [input] = g.inputs[..] else {
+fn evaluate_accuracy(ir: &Ir, data: &Path, x: &str, y: &str) -> Result<()> {
+    let declared_inputs = declared_inputs(ir);
+    let [(input, input_type)] = &declared_inputs[..] else {
         bail!(
-            "eval needs a model with one input; `{}` has {}",
-            g.name,
-            g.inputs.len()
+            "eval needs a model with one input; this one has {}",
+            declared_inputs.len()
         );
     };
     let features = lopper_runtime::read_tensor_file(data, Some(x))?;
@@ -360,7 +384,7 @@ fn evaluate_accuracy(g: &lopper_ir::Graph, data: &Path, x: &str, y: &str) -> Res
         );
     }
     // Reshape per-sample features to the model's input (e.g. [N, 784] → [N, 1, 28, 28]).
-    let declared = &g.node(input).ty.shape;
+    let declared = &input_type.shape;
     let per_sample: Option<Vec<usize>> = declared.0[1..].iter().map(Dim::as_static).collect();
     let per_sample = per_sample
         .ok_or_else(|| anyhow!("eval needs an input whose dims after the first are static"))?;
@@ -374,13 +398,13 @@ fn evaluate_accuracy(g: &lopper_ir::Graph, data: &Path, x: &str, y: &str) -> Res
     }
     let mut inputs = HashMap::new();
     inputs.insert(
-        g.node(input).name.clone(),
+        input.clone(),
         Tensor {
             shape,
             data: features.values,
         },
     );
-    let outputs = lopper_runtime::run_graph(g, &inputs, &Default::default())?;
+    let outputs = execute_ir(ir, &inputs, &Default::default())?;
     let (_, scores) = &outputs[0];
     let predicted = argmax_rows(scores);
     let classes = *scores.shape.last().unwrap_or(&1);

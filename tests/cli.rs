@@ -228,3 +228,69 @@ fn run_writes_outputs_and_eval_reports_accuracy() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("accuracy: 0.9806 (353/360)\n"), "{out}");
 }
+
+#[test]
+fn lowering_continues_the_dumps_and_runs() {
+    let dir = scratch("lower");
+    let model = root().join("examples/lenet5.lop");
+    let (code, out, err) = lopper(
+        &dir,
+        &[
+            "dump",
+            model.to_str().unwrap(),
+            "--emit",
+            "lir",
+            "--dump-dir",
+            "d",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("module @lenet5(batch) {"));
+    let last = std::fs::read_to_string(dir.join("d/07-lower-to-loops.lir")).unwrap();
+    let (header, body) = last.split_once('\n').unwrap();
+    assert_eq!(
+        header,
+        "// lopper opt d/06-dce.gir --passes 'lower-to-loops'"
+    );
+    assert_eq!(body, out);
+    // The loop IR runs through the loop interpreter and agrees with the graph.
+    std::fs::write(dir.join("l.lir"), &out).unwrap();
+    let args = ["--input", "x=random:3", "--set", "batch=2"];
+    let (code, _, err) = lopper(
+        &dir,
+        &[
+            &["run", "l.lir", "--output", "loops.safetensors"][..],
+            &args,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = lopper(
+        &dir,
+        &[
+            &[
+                "run",
+                model.to_str().unwrap(),
+                "--output",
+                "graph.safetensors",
+            ][..],
+            &args,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let read = |f: &str| {
+        common::tensor(lopper_runtime::read_tensor_file(&dir.join(f), Some("logits")).unwrap())
+    };
+    common::assert_close(
+        "lenet5 via loops",
+        &read("loops.safetensors"),
+        &read("graph.safetensors"),
+        1e-4,
+        1e-5,
+    );
+    // Graph passes do not apply to loop IR.
+    let (code, _, err) = lopper(&dir, &["opt", "l.lir", "--passes", "cse"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not work on the loop IR"), "{err}");
+}

@@ -1,5 +1,5 @@
-//! Filetests: `tests/filetests/<pass>/*.gir`, in the manner of LLVM's
-//! FileCheck tests and Cranelift's filetests.
+//! Filetests: `tests/filetests/<pass>/*.gir` and `*.lir`, in the manner of
+//! LLVM's FileCheck tests and Cranelift's filetests.
 //!
 //! A file starts with `// RUN: <pipeline>`; its cases are separated by lines
 //! `// -----`. Each case is parsed, run through the pipeline with the
@@ -7,13 +7,23 @@
 //! error instead. The outputs of all cases, separated the same way, are the
 //! file's insta snapshot.
 
-use lopper_ir::graph::{parse_gir, print_gir};
-use lopper_passes::{Instrumentation, PassManager};
+use lopper_ir::graph::parse_gir;
+use lopper_ir::loops::parse_lir;
+use lopper_passes::{Instrumentation, Ir, PassManager};
 
-fn run_case(pipeline: &str, case: &str) -> String {
-    let mut g = match parse_gir(case) {
-        Ok(g) => g,
-        Err(d) => return lopper_ir::diagnostic::render("case", case, &d),
+fn parse(case: &str, loops: bool) -> Result<Ir, String> {
+    let parsed = if loops {
+        parse_lir(case).map(Ir::Loops)
+    } else {
+        parse_gir(case).map(Ir::Graph)
+    };
+    parsed.map_err(|d| lopper_ir::diagnostic::render("case", case, &d))
+}
+
+fn run_case(pipeline: &str, case: &str, loops: bool) -> String {
+    let mut ir = match parse(case, loops) {
+        Ok(ir) => ir,
+        Err(rendered) => return rendered,
     };
     let instrumentation = Instrumentation {
         verify_each: true,
@@ -23,10 +33,10 @@ fn run_case(pipeline: &str, case: &str) -> String {
         Ok(pm) => pm,
         Err(e) => return format!("error: {e}\n"),
     };
-    match pm.run(&mut g, &mut std::io::sink()) {
+    match pm.run_ir(&mut ir, &mut std::io::sink()) {
         Ok(_) => {
-            let text = print_gir(&g);
-            let again = parse_gir(&text).map(|g| print_gir(&g));
+            let text = ir.print();
+            let again = parse(&text, matches!(ir, Ir::Loops(_))).map(|ir| ir.print());
             assert_eq!(
                 again.as_deref(),
                 Ok(text.as_str()),
@@ -40,7 +50,8 @@ fn run_case(pipeline: &str, case: &str) -> String {
 
 #[test]
 fn filetests() {
-    insta::glob!("filetests/**/*.gir", |path| {
+    insta::glob!("filetests/**/*.?ir", |path| {
+        let loops = path.extension().is_some_and(|e| e == "lir");
         let text = std::fs::read_to_string(path).unwrap();
         let first = text.lines().next().unwrap_or_default();
         let pipeline = first
@@ -55,7 +66,7 @@ fn filetests() {
         let body = &text[first.len()..];
         let outputs: Vec<String> = body
             .split("\n// -----\n")
-            .map(|case| run_case(pipeline, case))
+            .map(|case| run_case(pipeline, case, loops))
             .collect();
         insta::assert_snapshot!(outputs.join("// -----\n"));
     });

@@ -1,11 +1,12 @@
-//! Every graph pass keeps what a model computes: the interpreter gives the
-//! same outputs before and after each pass, on models built to give each
-//! pass something to do (batch_norm to fold, identities to simplify,
-//! duplicates to merge, constants to fold).
+//! Every pass keeps what a model computes: the interpreter gives the same
+//! outputs before and after each pass, on a model built to give each pass
+//! something to do (batch_norm to fold, identities to simplify, duplicates
+//! to merge, constants to fold); after `lower-to-loops` the loop interpreter
+//! runs the module.
 
 mod common;
 
-use lopper_passes::{Instrumentation, PassManager, GRAPH_PASSES};
+use lopper_passes::{Instrumentation, Ir, PassManager, PASSES};
 use std::collections::{BTreeMap, HashMap};
 
 const MODEL: &str = r#"
@@ -41,15 +42,15 @@ fn each_pass_preserves_outputs() {
     let run =
         |g: &lopper_ir::Graph| lopper_runtime::run_graph(g, &feeds, &BTreeMap::new()).unwrap();
     let want = run(&built);
-    for pass in GRAPH_PASSES {
-        let mut g = built.clone();
+    for pass in PASSES {
+        let mut ir = Ir::Graph(built.clone());
         let instrumentation = Instrumentation {
             verify_each: true,
             ..Default::default()
         };
         let (timings, _) = PassManager::new(pass.name, instrumentation)
             .unwrap()
-            .run(&mut g, &mut std::io::sink())
+            .run_ir(&mut ir, &mut std::io::sink())
             .unwrap();
         if pass.name != "shape-infer" {
             assert!(
@@ -58,7 +59,10 @@ fn each_pass_preserves_outputs() {
                 pass.name
             );
         }
-        let got = run(&g);
-        common::assert_close(pass.name, &got[0].1, &want[0].1, 1e-5, 1e-6);
+        let got = match &ir {
+            Ir::Graph(g) => run(g),
+            Ir::Loops(m) => lopper_runtime::run_module(m, &feeds, &BTreeMap::new()).unwrap(),
+        };
+        common::assert_close(pass.name, &got[0].1, &want[0].1, 1e-5, 1e-5);
     }
 }

@@ -1,16 +1,17 @@
 //! lopper's passes: the [`Pass`] trait, the registry of names, pipelines as
-//! text, the pass manager and its instrumentation, and the graph passes, one
+//! text, the pass manager and its instrumentation, the graph passes, one
 //! file each (`shape-infer`, `simplify`, `fold-constants`, `fold-batchnorm`,
-//! `cse`, `dce`).
+//! `cse`, `dce`), and `lower-to-loops`, which turns the graph into the loop IR.
 //!
-//! Lowering to the loop IR and the loop passes arrive with their issues and
-//! register here the same way.
+//! The loop passes (tiling, vectorization, memory planning) register here the
+//! same way.
 #![deny(missing_docs)]
 
 pub mod cse;
 pub mod dce;
 pub mod fold_batchnorm;
 pub mod fold_constants;
+pub mod ir;
 pub mod lower_to_loops;
 pub mod manager;
 pub mod pass;
@@ -19,7 +20,8 @@ pub mod registry;
 pub mod shape_infer;
 pub mod simplify;
 
+pub use ir::Ir;
 pub use manager::{Instrumentation, PassManager, PassTiming};
 pub use pass::{Changed, Pass, PassContext, PassError, PassOptions};
 pub use pipeline::{graph_pipeline, parse_pipeline, PassSpec, DEFAULT_PIPELINE};
-pub use registry::{lookup, PassInfo, GRAPH_PASSES};
+pub use registry::{lookup, AnyPass, PassInfo, PASSES};

@@ -9,10 +9,11 @@
 //! - `stop_after`, `disable`, and a `--time-passes` report;
 //! - every error names the pass it happened in or after.
 
-use crate::pass::{Changed, Pass, PassContext, PassError};
+use crate::ir::Ir;
+use crate::lower_to_loops::lower_to_loops;
+use crate::pass::{Changed, PassContext, PassError};
 use crate::pipeline::{parse_pipeline, PassSpec};
-use crate::registry::lookup;
-use lopper_ir::graph::{print_gir, verify};
+use crate::registry::{lookup, AnyPass};
 use lopper_ir::Graph;
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,7 +59,7 @@ pub struct PassTiming {
 
 /// A pipeline ready to run.
 pub struct PassManager {
-    passes: Vec<(PassSpec, Box<dyn Pass<Graph>>)>,
+    passes: Vec<(PassSpec, AnyPass)>,
     instrumentation: Instrumentation,
 }
 
@@ -96,11 +97,32 @@ impl PassManager {
         })
     }
 
-    /// Runs the pipeline on `g`. Printed IR and the timing report go to
-    /// `log`; dumps go to the dump folder. Returns the timings and remarks.
+    /// Runs a pipeline of graph passes on `g` (one that lowers is an error:
+    /// use [`PassManager::run_ir`]).
     pub fn run(
         &mut self,
         g: &mut Graph,
+        log: &mut dyn Write,
+    ) -> Result<(Vec<PassTiming>, Vec<String>), PassError> {
+        let mut ir = Ir::Graph(std::mem::take(g));
+        let result = self.run_ir(&mut ir, log);
+        match ir {
+            Ir::Graph(done) => *g = done,
+            Ir::Loops(_) => {
+                return Err(PassError::new(
+                    "pass-manager",
+                    "this pipeline lowers to loops; the caller expected a graph",
+                ))
+            }
+        }
+        result
+    }
+
+    /// Runs the pipeline on `ir`. Printed IR and the timing report go to
+    /// `log`; dumps go to the dump folder. Returns the timings and remarks.
+    pub fn run_ir(
+        &mut self,
+        ir: &mut Ir,
         log: &mut dyn Write,
     ) -> Result<(Vec<PassTiming>, Vec<String>), PassError> {
         let i = self.instrumentation.clone();
@@ -114,8 +136,8 @@ impl PassManager {
                     format!("cannot create dump folder `{}`: {e}", dir.display()),
                 )
             })?;
-            let path = dir.join("00-input.gir");
-            write_dump(&path, &i.origin, g)?;
+            let path = dir.join(format!("00-input.{}", ir.extension()));
+            write_dump(&path, &i.origin, ir)?;
             previous_dump = Some(path);
         }
         let mut timings = Vec::new();
@@ -128,12 +150,27 @@ impl PassManager {
                 writeln!(
                     log,
                     "// -----// IR Dump Before {spec} //----- //\n{}",
-                    print_gir(g)
+                    ir.print()
                 )
                 .map_err(io)?;
             }
             let start = Instant::now();
-            let changed = pass.run(g, &mut cx)? == Changed::Yes;
+            let changed =
+                match (&mut *ir, pass) {
+                    (Ir::Graph(g), AnyPass::Graph(p)) => p.run(g, &mut cx)? == Changed::Yes,
+                    (Ir::Loops(m), AnyPass::Loops(p)) => p.run(m, &mut cx)? == Changed::Yes,
+                    (Ir::Graph(g), AnyPass::Lower) => {
+                        *ir = Ir::Loops(lower_to_loops(g)?);
+                        true
+                    }
+                    (current, _) => return Err(PassError::new(
+                        &spec.name,
+                        format!(
+                            "this pass does not work on {}, which the pipeline holds at this point",
+                            current.stage()
+                        ),
+                    )),
+                };
             let time = start.elapsed();
             timings.push(PassTiming {
                 pass: spec.to_string(),
@@ -141,14 +178,10 @@ impl PassManager {
                 changed,
             });
             if i.verify_each {
-                verify(g).map_err(|errs| {
-                    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                ir.verify().map_err(|text| {
                     PassError::new(
                         &spec.name,
-                        format!(
-                            "the graph fails verification after this pass: {}",
-                            text.join("; ")
-                        ),
+                        format!("the IR fails verification after this pass: {text}"),
                     )
                 })?;
             }
@@ -157,17 +190,17 @@ impl PassManager {
                 writeln!(
                     log,
                     "// -----// IR Dump After {spec} //----- //\n{}",
-                    print_gir(g)
+                    ir.print()
                 )
                 .map_err(io)?;
             }
             step += 1;
             if let Some(dir) = &i.dump_dir {
-                let path = dir.join(format!("{step:02}-{}.gir", spec.name));
+                let path = dir.join(format!("{step:02}-{}.{}", spec.name, ir.extension()));
                 let from = previous_dump
                     .as_ref()
                     .map_or(String::new(), |p| p.display().to_string());
-                write_dump(&path, &format!("lopper opt {from} --passes '{spec}'"), g)?;
+                write_dump(&path, &format!("lopper opt {from} --passes '{spec}'"), ir)?;
                 previous_dump = Some(path);
             }
             if i.stop_after.as_deref() == Some(spec.name.as_str()) {
@@ -207,8 +240,8 @@ impl PassManager {
     }
 }
 
-fn write_dump(path: &std::path::Path, command: &str, g: &Graph) -> Result<(), PassError> {
-    let text = format!("// {command}\n{}", print_gir(g));
+fn write_dump(path: &std::path::Path, command: &str, ir: &Ir) -> Result<(), PassError> {
+    let text = format!("// {command}\n{}", ir.print());
     std::fs::write(path, text).map_err(|e| {
         PassError::new(
             "pass-manager",

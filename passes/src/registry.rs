@@ -5,12 +5,23 @@
 //! of valid ones.
 
 use crate::pass::{Pass, PassOptions};
+use lopper_ir::loops::Module;
 use lopper_ir::Graph;
 
-/// Builds a graph pass from its options, or says which option is wrong.
-pub type CreateGraphPass = fn(&PassOptions) -> Result<Box<dyn Pass<Graph>>, String>;
+/// A pass of any stage, ready to run.
+pub enum AnyPass {
+    /// Transforms the graph IR.
+    Graph(Box<dyn Pass<Graph>>),
+    /// Turns the graph IR into the loop IR.
+    Lower,
+    /// Transforms the loop IR.
+    Loops(Box<dyn Pass<Module>>),
+}
 
-/// A registered graph pass.
+/// Builds a pass from its options, or says which option is wrong.
+pub type CreatePass = fn(&PassOptions) -> Result<AnyPass, String>;
+
+/// A registered pass.
 pub struct PassInfo {
     /// Name on the command line.
     pub name: &'static str,
@@ -19,20 +30,20 @@ pub struct PassInfo {
     /// Option names it takes, with a note each.
     pub options: &'static [(&'static str, &'static str)],
     /// Builds the pass from its options.
-    pub create: CreateGraphPass,
+    pub create: CreatePass,
 }
 
 macro_rules! no_options {
     ($name:literal, $ty:expr) => {
-        |o: &PassOptions| -> Result<Box<dyn Pass<Graph>>, String> {
+        |o: &PassOptions| -> Result<AnyPass, String> {
             o.check_known($name, &[])?;
-            Ok(Box::new($ty))
+            Ok(AnyPass::Graph(Box::new($ty)))
         }
     };
 }
 
-/// Every graph pass, in the order `lopper passes` lists them.
-pub static GRAPH_PASSES: &[PassInfo] = &[
+/// Every pass, in the order `lopper passes` lists them.
+pub static PASSES: &[PassInfo] = &[
     PassInfo {
         name: "shape-infer",
         description: "recompute every op's result type from its operands",
@@ -70,12 +81,21 @@ pub static GRAPH_PASSES: &[PassInfo] = &[
         options: &[],
         create: no_options!("dce", crate::dce::DeadCodeElimination),
     },
+    PassInfo {
+        name: "lower-to-loops",
+        description: "lower the graph IR to loop nests (elementwise consumers fused), the loop IR",
+        options: &[],
+        create: |o: &PassOptions| -> Result<AnyPass, String> {
+            o.check_known("lower-to-loops", &[])?;
+            Ok(AnyPass::Lower)
+        },
+    },
 ];
 
 /// The pass named `name`, or an error listing the valid names.
 pub fn lookup(name: &str) -> Result<&'static PassInfo, String> {
-    GRAPH_PASSES.iter().find(|p| p.name == name).ok_or_else(|| {
-        let names: Vec<&str> = GRAPH_PASSES.iter().map(|p| p.name).collect();
+    PASSES.iter().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PASSES.iter().map(|p| p.name).collect();
         format!(
             "unknown pass `{name}`; the passes are: {}",
             names.join(", ")
