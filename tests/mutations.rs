@@ -1,8 +1,8 @@
 //! No input makes lopper panic: thousands of seeded mutations of the
 //! example models and filetests (characters dropped, inserted or replaced,
 //! lines dropped, duplicated or swapped, numbers made huge or negative) go
-//! through the parser, builder, verifier, every graph pass and, when they
-//! still build and are small, the interpreter. Each must end in a result or
+//! through the parser, builder, verifier, every graph pass, lowering and,
+//! when they still build and are small, both interpreters. Each must end in a result or
 //! an error. A failure prints the seed and the mutated text.
 
 use lopper_ir::graph::param::SplitMix64;
@@ -154,8 +154,23 @@ fn exercise(g: &mut Graph) {
             .and_then(|s| s.eval(&symbols))
             .is_none_or(|n| n > 1_000_000)
     });
-    if !too_big {
+    // The loop interpreter walks the tree: keep its share of the test small.
+    let work: u64 = g
+        .graph
+        .node_indices()
+        .map(|n| {
+            let node = g.node(n);
+            lopper_ir::graph::flops(&node.op, &g.operand_types(n), &node.ty)
+                .eval(&symbols)
+                .unwrap_or(u64::MAX)
+        })
+        .fold(0u64, u64::saturating_add);
+    let lowered = lopper_passes::lower_to_loops::lower_to_loops(g);
+    if !too_big && work < 200_000 {
         let _ = lopper_runtime::run_graph(g, &inputs, &BTreeMap::new());
+        if let Ok(m) = lowered {
+            let _ = lopper_runtime::run_module(&m, &inputs, &BTreeMap::new());
+        }
     }
 }
 
