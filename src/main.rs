@@ -13,6 +13,7 @@ use driver::{
     argmax_rows, declared_inputs, describe_tensor, execute_ir, load_graph, load_ir, parse_sizes,
     read_input, run_pipeline, summary, Rendered,
 };
+use lopper_backends::Backend;
 use lopper_ir::graph::{print_gir, to_dot};
 use lopper_ir::{Dim, Tensor};
 use lopper_passes::{graph_pipeline, Instrumentation, Ir, PassManager, PASSES};
@@ -84,8 +85,9 @@ enum Command {
         /// Write every output to this safetensors file.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Where to run it (compiled backends arrive with code generation).
-        #[arg(long, default_value = "interpreter")]
+        /// Where to run it: `cranelift` (native code, compiled in memory) or
+        /// `interpreter` (the graph interpreter, or the loop interpreter for loop IR).
+        #[arg(long, default_value = "cranelift")]
         backend: lopper_backends::Backend,
         #[command(flatten)]
         pipeline: PipelineArgs,
@@ -103,8 +105,8 @@ enum Command {
         /// The labels' tensor name.
         #[arg(long, default_value = "test_y")]
         y: String,
-        /// Where to run it.
-        #[arg(long, default_value = "interpreter")]
+        /// Where to run it: `cranelift` or `interpreter` (see `lopper run --help`).
+        #[arg(long, default_value = "cranelift")]
         backend: lopper_backends::Backend,
         #[command(flatten)]
         pipeline: PipelineArgs,
@@ -323,13 +325,15 @@ fn execute(command: Command) -> Result<()> {
             inputs,
             set,
             output,
-            backend: _,
+            backend,
             pipeline,
         } => {
             let sizes = parse_sizes(&set)?;
-            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, false)?;
+            let compiled = backend == Backend::Cranelift;
+            let ir =
+                load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
             let inputs = run_inputs(&declared_inputs(&ir), &inputs, &sizes)?;
-            let outputs = execute_ir(&ir, &inputs, &sizes)?;
+            let outputs = execute_on(backend, &ir, &inputs, &sizes)?;
             for (name, t) in &outputs {
                 println!("{}", describe_tensor(name, t));
             }
@@ -345,11 +349,13 @@ fn execute(command: Command) -> Result<()> {
             data,
             x,
             y,
-            backend: _,
+            backend,
             pipeline,
         } => {
-            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, false)?;
-            evaluate_accuracy(&ir, &data, &x, &y)?;
+            let compiled = backend == Backend::Cranelift;
+            let ir =
+                load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
+            evaluate_accuracy(backend, &ir, &data, &x, &y)?;
         }
         Command::Passes => {
             for p in PASSES {
@@ -363,7 +369,30 @@ fn execute(command: Command) -> Result<()> {
     Ok(())
 }
 
-fn evaluate_accuracy(ir: &Ir, data: &Path, x: &str, y: &str) -> Result<()> {
+/// Runs a model on the chosen backend.
+fn execute_on(
+    backend: Backend,
+    ir: &Ir,
+    inputs: &HashMap<String, Tensor>,
+    sizes: &std::collections::BTreeMap<String, usize>,
+) -> Result<Vec<(String, Tensor)>> {
+    match (backend, ir) {
+        (Backend::Interpreter, _) => execute_ir(ir, inputs, sizes),
+        (Backend::Cranelift, Ir::Loops(m)) => {
+            let declared = declared_inputs(ir);
+            let declared: Vec<(&str, &lopper_ir::TensorType)> =
+                declared.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let bound = lopper_runtime::bind_sizes(&declared, inputs, sizes)?;
+            let jit = lopper_backends::cranelift::compile_jit(m)?;
+            Ok(jit.run(inputs, &bound)?)
+        }
+        (Backend::Cranelift, Ir::Graph(_)) => {
+            bail!("internal error: the Cranelift backend needs loop IR")
+        }
+    }
+}
+
+fn evaluate_accuracy(backend: Backend, ir: &Ir, data: &Path, x: &str, y: &str) -> Result<()> {
     let declared_inputs = declared_inputs(ir);
     let [(input, input_type)] = &declared_inputs[..] else {
         bail!(
@@ -404,7 +433,7 @@ fn evaluate_accuracy(ir: &Ir, data: &Path, x: &str, y: &str) -> Result<()> {
             data: features.values,
         },
     );
-    let outputs = execute_ir(ir, &inputs, &Default::default())?;
+    let outputs = execute_on(backend, ir, &inputs, &Default::default())?;
     let (_, scores) = &outputs[0];
     let predicted = argmax_rows(scores);
     let classes = *scores.shape.last().unwrap_or(&1);

@@ -1,20 +1,44 @@
-//! lopper's code generators and artifact builder.
+//! lopper's code generators.
 //!
-//! This crate will hold the Cranelift backend (the default), the LLVM
-//! backend behind the `llvm` feature, object linking with `cc -shared` and the
-//! C header writer, all compiling the loop IR. The loop IR and lowering come
-//! first (their own issue), so today it only names the backends the CLI
-//! accepts; it generates no code yet.
+//! - [`cranelift`]: loop IR to native code with Cranelift, run in memory
+//!   (JIT); shared objects and the C header come next;
+//! - the LLVM backend (feature `llvm`) arrives with its issue.
+//!
+//! [`Backend`] names what `lopper run` and `lopper eval` can execute on.
 #![deny(missing_docs)]
+
+pub mod cranelift;
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A code generator.
+/// A failure to compile or run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The code generator refused the module.
+    #[error("code generation: {0}")]
+    Codegen(String),
+    /// Cranelift's module layer failed.
+    #[error("code generation: {0}")]
+    Module(Box<cranelift_module::ModuleError>),
+    /// Running compiled code failed before the call.
+    #[error("{0}")]
+    Run(String),
+}
+
+impl From<cranelift_module::ModuleError> for BackendError {
+    fn from(e: cranelift_module::ModuleError) -> Self {
+        BackendError::Module(Box::new(e))
+    }
+}
+
+/// Where a model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// The reference interpreter (runs the graph IR directly).
+    /// The reference interpreter (graph IR) or the loop interpreter (loop IR).
     Interpreter,
+    /// Native code from Cranelift, compiled in memory.
+    Cranelift,
 }
 
 impl FromStr for Backend {
@@ -23,10 +47,13 @@ impl FromStr for Backend {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "interpreter" => Ok(Backend::Interpreter),
-            "cranelift" | "llvm" => Err(format!(
-                "backend `{s}` is not built yet: code generation arrives with the loop IR; use `interpreter`"
+            "cranelift" => Ok(Backend::Cranelift),
+            "llvm" => {
+                Err("backend `llvm` is not built yet; use `cranelift` or `interpreter`".into())
+            }
+            _ => Err(format!(
+                "unknown backend `{s}`; expected cranelift or interpreter"
             )),
-            _ => Err(format!("unknown backend `{s}`; expected interpreter")),
         }
     }
 }
@@ -35,6 +62,7 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Backend::Interpreter => "interpreter",
+            Backend::Cranelift => "cranelift",
         })
     }
 }

@@ -155,22 +155,23 @@ impl PassManager {
                 .map_err(io)?;
             }
             let start = Instant::now();
-            let changed =
-                match (&mut *ir, pass) {
-                    (Ir::Graph(g), AnyPass::Graph(p)) => p.run(g, &mut cx)? == Changed::Yes,
-                    (Ir::Loops(m), AnyPass::Loops(p)) => p.run(m, &mut cx)? == Changed::Yes,
-                    (Ir::Graph(g), AnyPass::Lower) => {
-                        *ir = Ir::Loops(lower_to_loops(g)?);
-                        true
-                    }
-                    (current, _) => return Err(PassError::new(
+            let changed = match (&mut *ir, pass) {
+                (Ir::Graph(g), AnyPass::Graph(p)) => p.run(g, &mut cx)? == Changed::Yes,
+                (Ir::Loops(m), AnyPass::Loops(p)) => p.run(m, &mut cx)? == Changed::Yes,
+                (Ir::Graph(g), AnyPass::Lower) => {
+                    *ir = Ir::Loops(lower_to_loops(g)?);
+                    true
+                }
+                (current, _) => {
+                    return Err(PassError::new(
                         &spec.name,
                         format!(
                             "this pass does not work on {}, which the pipeline holds at this point",
                             current.stage()
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let time = start.elapsed();
             timings.push(PassTiming {
                 pass: spec.to_string(),

@@ -436,6 +436,18 @@ impl Checker<'_> {
                     self.error(format!("`{}` is not defined on {}", op.symbol(), ta.name()));
                     return None;
                 }
+                // Compiled code divides with a machine instruction: a zero or
+                // negative divisor must not reach it.
+                if ta == Index
+                    && matches!(op, BinOp::Div | BinOp::Rem)
+                    && !matches!(**b, Expr::Int(d) if d > 0)
+                {
+                    self.error(format!(
+                        "`{}`: index division needs a positive integer constant divisor",
+                        expr_text(e)
+                    ));
+                    return None;
+                }
                 match op {
                     BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => Bool,
                     _ => ta,

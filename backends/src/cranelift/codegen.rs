@@ -1,0 +1,381 @@
+//! Loop-IR kernels to Cranelift IR (CLIF), shared by the JIT and (later)
+//! object emission.
+
+use crate::BackendError;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
+};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_module::{FuncId, Linkage, Module as ClifModule};
+use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
+use lopper_ir::Dim;
+use std::collections::HashMap;
+
+/// The C library functions kernels may call.
+const LIBM: [(UnOp, &str); 4] = [
+    (UnOp::Exp, "expf"),
+    (UnOp::Log, "logf"),
+    (UnOp::Tanh, "tanhf"),
+    (UnOp::Erf, "erff"),
+];
+
+/// Declares the C library functions in `module`.
+pub fn declare_libm(module: &mut dyn ClifModule) -> Result<Vec<(UnOp, FuncId)>, BackendError> {
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(types::F32));
+    sig.returns.push(AbiParam::new(types::F32));
+    LIBM.iter()
+        .map(|(op, name)| Ok((*op, module.declare_function(name, Linkage::Import, &sig)?)))
+        .collect()
+}
+
+/// The signature every kernel has: two pointers.
+pub fn kernel_signature(module: &dyn ClifModule) -> cranelift_codegen::ir::Signature {
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    sig
+}
+
+/// Where a buffer name points inside a kernel: a base address and strides.
+struct Array {
+    base: Value,
+    strides: Vec<Value>,
+}
+
+struct Lowerer<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    sizes: HashMap<String, Value>,
+    arrays: Vec<HashMap<String, Array>>,
+    vars: Vec<HashMap<String, (Variable, ScalarType)>>,
+    libm: HashMap<UnOp, FuncRef>,
+}
+
+/// Fills `ctx` with the CLIF of kernel `k`.
+pub fn define_kernel(
+    module: &mut dyn ClifModule,
+    lir: &Module,
+    k: &Kernel,
+    libm: &[(UnOp, FuncId)],
+    ctx: &mut Context,
+) -> Result<(), BackendError> {
+    ctx.func.signature = kernel_signature(module);
+    let frontend_config = module.target_config();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let (buffers, sizes_ptr) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let flags = MemFlagsData::trusted();
+    let mut sizes = HashMap::new();
+    for (i, s) in lir.sizes.iter().enumerate() {
+        let v = b.ins().load(types::I64, flags, sizes_ptr, (8 * i) as i32);
+        sizes.insert(s.clone(), v);
+    }
+    let mut refs = HashMap::new();
+    for (op, id) in libm {
+        refs.insert(*op, module.declare_func_in_func(*id, b.func));
+    }
+    let mut l = Lowerer {
+        b: &mut b,
+        sizes,
+        arrays: vec![HashMap::new()],
+        vars: vec![HashMap::new()],
+        libm: refs,
+    };
+    for (i, p) in k.params.iter().enumerate() {
+        let buffer = lir
+            .buffer(p)
+            .ok_or_else(|| BackendError::Codegen(format!("@{}: unknown buffer %{p}", k.name)))?;
+        let base = l.b.ins().load(types::I64, flags, buffers, (8 * i) as i32);
+        let extents: Vec<Value> = buffer
+            .ty
+            .shape
+            .0
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => l.b.ins().iconst(types::I64, *n as i64),
+                Dim::Symbol(s) => l.sizes[s],
+            })
+            .collect();
+        let strides = l.strides(&extents);
+        l.arrays[0].insert(p.clone(), Array { base, strides });
+    }
+    l.block(&k.body)?;
+    l.b.ins().return_(&[]);
+    l.b.seal_all_blocks();
+    b.finalize(frontend_config);
+    Ok(())
+}
+
+impl Lowerer<'_, '_> {
+    fn strides(&mut self, extents: &[Value]) -> Vec<Value> {
+        let mut strides = vec![self.b.ins().iconst(types::I64, 1); extents.len()];
+        for d in (0..extents.len().saturating_sub(1)).rev() {
+            strides[d] = self.b.ins().imul(strides[d + 1], extents[d + 1]);
+        }
+        strides
+    }
+
+    fn err(&self, message: String) -> BackendError {
+        BackendError::Codegen(message)
+    }
+
+    fn var(&self, name: &str) -> Result<(Variable, ScalarType), BackendError> {
+        self.vars
+            .iter()
+            .rev()
+            .find_map(|s| s.get(name).copied())
+            .ok_or_else(|| self.err(format!("undefined %{name}")))
+    }
+
+    fn block(&mut self, body: &[Stmt]) -> Result<(), BackendError> {
+        self.vars.push(HashMap::new());
+        self.arrays.push(HashMap::new());
+        for s in body {
+            self.stmt(s)?;
+        }
+        self.vars.pop();
+        self.arrays.pop();
+        Ok(())
+    }
+
+    fn clif_type(ty: ScalarType) -> types::Type {
+        match ty {
+            ScalarType::Index => types::I64,
+            ScalarType::F32 => types::F32,
+            ScalarType::Bool => types::I8,
+        }
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
+        match s {
+            Stmt::For {
+                var, lo, hi, body, ..
+            } => {
+                let lo = self.expr(lo)?;
+                let hi = self.expr(hi)?;
+                let v = self.b.declare_var(types::I64);
+                self.b.def_var(v, lo);
+                let (header, inner, exit) = (
+                    self.b.create_block(),
+                    self.b.create_block(),
+                    self.b.create_block(),
+                );
+                self.b.ins().jump(header, &[]);
+                self.b.switch_to_block(header);
+                let current = self.b.use_var(v);
+                let more = self.b.ins().icmp(IntCC::SignedLessThan, current, hi);
+                self.b.ins().brif(more, inner, &[], exit, &[]);
+                self.b.switch_to_block(inner);
+                self.vars
+                    .push(HashMap::from([(var.clone(), (v, ScalarType::Index))]));
+                self.block(body)?;
+                self.vars.pop();
+                let current = self.b.use_var(v);
+                let next = self.b.ins().iadd_imm_s(current, 1);
+                self.b.def_var(v, next);
+                self.b.ins().jump(header, &[]);
+                self.b.switch_to_block(exit);
+            }
+            Stmt::Let { var, ty, init } => {
+                let value = self.expr(init)?;
+                let v = self.b.declare_var(Self::clif_type(*ty));
+                self.b.def_var(v, value);
+                self.vars
+                    .last_mut()
+                    .expect("a scope is open")
+                    .insert(var.clone(), (v, *ty));
+            }
+            Stmt::Assign { var, value } => {
+                let value = self.expr(value)?;
+                let (v, _) = self.var(var)?;
+                self.b.def_var(v, value);
+            }
+            Stmt::Store {
+                buffer,
+                indices,
+                value,
+            } => {
+                let value = self.expr(value)?;
+                let addr = self.address(buffer, indices)?;
+                self.b.ins().store(MemFlagsData::trusted(), value, addr, 0);
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.expr(cond)?;
+                let (t, e, merge) = (
+                    self.b.create_block(),
+                    self.b.create_block(),
+                    self.b.create_block(),
+                );
+                self.b.ins().brif(c, t, &[], e, &[]);
+                self.b.switch_to_block(t);
+                self.block(then)?;
+                self.b.ins().jump(merge, &[]);
+                self.b.switch_to_block(e);
+                self.block(otherwise)?;
+                self.b.ins().jump(merge, &[]);
+                self.b.switch_to_block(merge);
+            }
+            Stmt::Alloc { name, dims } => {
+                let bytes = dims.iter().product::<usize>() * 4;
+                let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    bytes as u32,
+                    4,
+                ));
+                let base = self.b.ins().stack_addr(types::I64, slot, 0);
+                let extents: Vec<Value> = dims
+                    .iter()
+                    .map(|&d| self.b.ins().iconst(types::I64, d as i64))
+                    .collect();
+                let strides = self.strides(&extents);
+                self.arrays
+                    .last_mut()
+                    .expect("a scope is open")
+                    .insert(name.clone(), Array { base, strides });
+            }
+        }
+        Ok(())
+    }
+
+    fn address(&mut self, buffer: &str, indices: &[Expr]) -> Result<Value, BackendError> {
+        let mut offset = self.b.ins().iconst(types::I64, 0);
+        let (base, strides) = {
+            let a = self
+                .arrays
+                .iter()
+                .rev()
+                .find_map(|s| s.get(buffer))
+                .ok_or_else(|| self.err(format!("unknown buffer %{buffer}")))?;
+            (a.base, a.strides.clone())
+        };
+        for (i, e) in indices.iter().enumerate() {
+            let v = self.expr(e)?;
+            let term = self.b.ins().imul(v, strides[i]);
+            offset = self.b.ins().iadd(offset, term);
+        }
+        let bytes = self.b.ins().ishl_imm_u(offset, 2);
+        Ok(self.b.ins().iadd(base, bytes))
+    }
+
+    fn type_of(&self, e: &Expr) -> ScalarType {
+        match e {
+            Expr::Int(_) | Expr::Size(_) => ScalarType::Index,
+            Expr::Float(_) | Expr::Load { .. } | Expr::Fma(..) => ScalarType::F32,
+            Expr::Var(v) => self.var(v).map_or(ScalarType::F32, |(_, t)| t),
+            Expr::Binary(op, a, _) => match op {
+                BinOp::Lt
+                | BinOp::Le
+                | BinOp::Gt
+                | BinOp::Ge
+                | BinOp::Eq
+                | BinOp::Ne
+                | BinOp::And
+                | BinOp::Or => ScalarType::Bool,
+                _ => self.type_of(a),
+            },
+            Expr::Unary(_, a) => self.type_of(a),
+            Expr::Select(_, a, _) => self.type_of(a),
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Value, BackendError> {
+        Ok(match e {
+            Expr::Int(v) => self.b.ins().iconst(types::I64, *v),
+            Expr::Float(v) => self.b.ins().f32const(*v),
+            Expr::Size(s) => *self
+                .sizes
+                .get(s)
+                .ok_or_else(|| self.err(format!("unknown size `{s}`")))?,
+            Expr::Var(v) => {
+                let (var, _) = self.var(v)?;
+                self.b.use_var(var)
+            }
+            Expr::Load { buffer, indices } => {
+                let addr = self.address(buffer, indices)?;
+                self.b
+                    .ins()
+                    .load(types::F32, MemFlagsData::trusted(), addr, 0)
+            }
+            Expr::Binary(op, a, c) => {
+                let float = self.type_of(a) == ScalarType::F32;
+                let (x, y) = (self.expr(a)?, self.expr(c)?);
+                let ins = self.b.ins();
+                match (op, float) {
+                    (BinOp::Add, false) => ins.iadd(x, y),
+                    (BinOp::Sub, false) => ins.isub(x, y),
+                    (BinOp::Mul, false) => ins.imul(x, y),
+                    (BinOp::Div, false) => ins.sdiv(x, y),
+                    (BinOp::Rem, false) => ins.srem(x, y),
+                    (BinOp::Min, false) => ins.smin(x, y),
+                    (BinOp::Max, false) => ins.smax(x, y),
+                    (BinOp::Add, true) => ins.fadd(x, y),
+                    (BinOp::Sub, true) => ins.fsub(x, y),
+                    (BinOp::Mul, true) => ins.fmul(x, y),
+                    (BinOp::Div, true) => ins.fdiv(x, y),
+                    (BinOp::Min, true) => ins.fmin(x, y),
+                    (BinOp::Max, true) => ins.fmax(x, y),
+                    (BinOp::Rem, true) => return Err(self.err("`%` on f32".into())),
+                    (BinOp::And, _) => ins.band(x, y),
+                    (BinOp::Or, _) => ins.bor(x, y),
+                    (cmp, false) => ins.icmp(
+                        match cmp {
+                            BinOp::Lt => IntCC::SignedLessThan,
+                            BinOp::Le => IntCC::SignedLessThanOrEqual,
+                            BinOp::Gt => IntCC::SignedGreaterThan,
+                            BinOp::Ge => IntCC::SignedGreaterThanOrEqual,
+                            BinOp::Eq => IntCC::Equal,
+                            _ => IntCC::NotEqual,
+                        },
+                        x,
+                        y,
+                    ),
+                    (cmp, true) => ins.fcmp(
+                        match cmp {
+                            BinOp::Lt => FloatCC::LessThan,
+                            BinOp::Le => FloatCC::LessThanOrEqual,
+                            BinOp::Gt => FloatCC::GreaterThan,
+                            BinOp::Ge => FloatCC::GreaterThanOrEqual,
+                            BinOp::Eq => FloatCC::Equal,
+                            _ => FloatCC::NotEqual,
+                        },
+                        x,
+                        y,
+                    ),
+                }
+            }
+            Expr::Unary(op, a) => {
+                let index = self.type_of(a) == ScalarType::Index;
+                let x = self.expr(a)?;
+                match op {
+                    UnOp::Neg if index => self.b.ins().ineg(x),
+                    UnOp::Neg => self.b.ins().fneg(x),
+                    UnOp::Sqrt => self.b.ins().sqrt(x),
+                    other => {
+                        let f = *self.libm.get(other).ok_or_else(|| {
+                            self.err(format!("no function for `{}`", other.name()))
+                        })?;
+                        let call = self.b.ins().call(f, &[x]);
+                        self.b.inst_results(call)[0]
+                    }
+                }
+            }
+            Expr::Fma(a, c, d) => {
+                let (x, y, z) = (self.expr(a)?, self.expr(c)?, self.expr(d)?);
+                self.b.ins().fma(x, y, z)
+            }
+            Expr::Select(c, a, d) => {
+                let (cond, x, y) = (self.expr(c)?, self.expr(a)?, self.expr(d)?);
+                self.b.ins().select(cond, x, y)
+            }
+        })
+    }
+}

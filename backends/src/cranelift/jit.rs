@@ -1,0 +1,174 @@
+//! Compiling a loop-IR module in memory and running it.
+
+use super::codegen::{declare_libm, define_kernel, kernel_signature};
+use crate::BackendError;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module as ClifModule};
+use lopper_ir::loops::{BufferKind, Module};
+use lopper_ir::Tensor;
+use std::collections::{BTreeMap, HashMap};
+
+type KernelFn = unsafe extern "C" fn(*const *mut f32, *const i64);
+
+/// A module compiled to machine code in this process.
+pub struct JitModule {
+    // Owns the code the kernel pointers point into.
+    _code: JITModule,
+    kernels: Vec<(KernelFn, Vec<String>)>,
+    lir: Module,
+}
+
+/// Compiles every kernel of `m` with Cranelift (`opt_level = speed`, the
+/// host's ISA features).
+pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
+    lopper_ir::loops::verify_module(m).map_err(|errs| {
+        BackendError::Codegen(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let mut flags = settings::builder();
+    flags
+        .set("opt_level", "speed")
+        .map_err(|e| BackendError::Codegen(e.to_string()))?;
+    flags
+        .set("is_pic", "false")
+        .map_err(|e| BackendError::Codegen(e.to_string()))?;
+    flags
+        .set("use_colocated_libcalls", "false")
+        .map_err(|e| BackendError::Codegen(e.to_string()))?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| BackendError::Codegen(format!("this host is not supported: {e}")))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| BackendError::Codegen(e.to_string()))?;
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let libm = declare_libm(&mut module)?;
+    let mut ids = Vec::new();
+    let mut ctx = module.make_context();
+    for k in &m.kernels {
+        let sig = kernel_signature(&module);
+        let id = module.declare_function(&k.name, Linkage::Local, &sig)?;
+        define_kernel(&mut module, m, k, &libm, &mut ctx)?;
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| BackendError::Codegen(format!("@{}: {e:?}", k.name)))?;
+        module.clear_context(&mut ctx);
+        ids.push((id, k.params.clone()));
+    }
+    module.finalize_definitions()?;
+    let kernels = ids
+        .into_iter()
+        .map(|(id, params)| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: every kernel was defined with `kernel_signature`, which
+            // is this C signature.
+            (
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) },
+                params,
+            )
+        })
+        .collect();
+    Ok(JitModule {
+        _code: module,
+        kernels,
+        lir: m.clone(),
+    })
+}
+
+impl JitModule {
+    /// Runs the module on `inputs` with the symbolic sizes `sizes` (already
+    /// bound and checked against the inputs' shapes by the caller).
+    pub fn run(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        sizes: &BTreeMap<String, usize>,
+    ) -> Result<Vec<(String, Tensor)>, BackendError> {
+        let mut storage: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+        for b in &self.lir.buffers {
+            let shape = b.ty.shape.bind(sizes).map_err(BackendError::Run)?;
+            let n = lopper_ir::tensor::checked_numel(&shape)
+                .ok_or_else(|| BackendError::Run(format!("buffer %{} is too large", b.name)))?;
+            let data = match b.kind {
+                BufferKind::In => {
+                    let t = inputs.get(&b.name).ok_or_else(|| {
+                        BackendError::Run(format!("input `{}` is not given", b.name))
+                    })?;
+                    if t.shape != shape {
+                        return Err(BackendError::Run(format!(
+                            "input `{}` has shape {:?}, expected {shape:?}",
+                            b.name, t.shape
+                        )));
+                    }
+                    t.data.clone()
+                }
+                BufferKind::Const => b
+                    .data
+                    .as_ref()
+                    .map(|p| p.data.data.clone())
+                    .unwrap_or_default(),
+                BufferKind::Out | BufferKind::Scratch => vec![0.0; n],
+                BufferKind::View => {
+                    shapes.insert(b.name.clone(), shape);
+                    continue;
+                }
+            };
+            if data.len() != n {
+                return Err(BackendError::Run(format!(
+                    "buffer %{} holds {} values, expected {n}",
+                    b.name,
+                    data.len()
+                )));
+            }
+            storage.insert(b.name.clone(), data);
+            shapes.insert(b.name.clone(), shape);
+        }
+        let size_values: Vec<i64> = self
+            .lir
+            .sizes
+            .iter()
+            .map(|s| sizes.get(s).map_or(0, |&v| v as i64))
+            .collect();
+        if self.lir.sizes.iter().any(|s| !sizes.contains_key(s)) {
+            return Err(BackendError::Run("a symbolic size is not bound".into()));
+        }
+        for (kernel, params) in &self.kernels {
+            let pointers: Vec<*mut f32> = params
+                .iter()
+                .map(|p| {
+                    let root = self
+                        .lir
+                        .buffer(p)
+                        .and_then(|b| b.view_of.clone())
+                        .unwrap_or_else(|| p.clone());
+                    storage
+                        .get_mut(&root)
+                        .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr())
+                })
+                .collect();
+            // SAFETY: the module passed the verifier, so every access of the
+            // kernel lies within the buffers' shapes, which `storage` holds at
+            // their full size for these sizes.
+            unsafe { kernel(pointers.as_ptr(), size_values.as_ptr()) };
+        }
+        Ok(self
+            .lir
+            .buffers_of(BufferKind::Out)
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Tensor {
+                        shape: shapes[&b.name].clone(),
+                        data: storage[&b.name].clone(),
+                    },
+                )
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,19 @@
+//! The Cranelift backend: loop IR to native code.
+//!
+//! Every kernel becomes one function with a uniform C signature,
+//! `void kernel(float **buffers, const int64_t *sizes)`: `buffers` holds the
+//! kernel's buffer parameters in order (a view gets its source's memory),
+//! `sizes` the module's symbolic sizes in order. Loops become blocks with a
+//! loop variable, locals become Cranelift variables, local arrays stack slots;
+//! `exp`, `log`, `tanh` and `erf` call the C library's `expf`, `logf`,
+//! `tanhf` and `erff`; `fma` is Cranelift's `fma` (a `vfmadd` on hosts with
+//! FMA). Addresses are computed from row-major strides in elements.
+//!
+//! [`jit`] compiles a module in memory and runs it. It emits scalar code: the
+//! vectorized forms arrive with the `vectorize` pass. Shared objects
+//! (`cranelift-object`, `cc -shared`) are not built yet.
+
+mod codegen;
+pub mod jit;
+
+pub use jit::{compile_jit, JitModule};
