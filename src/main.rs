@@ -111,6 +111,16 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Compile a model to a shared object (`libNAME.so`) and its C header (`NAME.h`).
+    Compile {
+        /// The model (.lop, .gir or .lir).
+        file: PathBuf,
+        /// The shared object to write; its name gives the entry point `NAME_run`.
+        #[arg(short, long, value_name = "libNAME.so")]
+        output: PathBuf,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
     /// List every pass with its description and options.
     Passes,
 }
@@ -356,6 +366,38 @@ fn execute(command: Command) -> Result<()> {
             let ir =
                 load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
             evaluate_accuracy(backend, &ir, &data, &x, &y)?;
+        }
+        Command::Compile {
+            file,
+            output,
+            pipeline,
+        } => {
+            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
+            let Ir::Loops(m) = &ir else {
+                bail!("internal error: compile needs loop IR")
+            };
+            let stem = output.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
+                anyhow!(
+                    "-o `{}`: expected a file name like libNAME.so",
+                    output.display()
+                )
+            })?;
+            let name = stem.strip_prefix("lib").unwrap_or(stem);
+            let artifact =
+                lopper_backends::cranelift::compile_object(m, name, &file.display().to_string())?;
+            lopper_backends::cranelift::link_shared(&artifact.object, &output)?;
+            let header = output.with_file_name(format!(
+                "{}.h",
+                lopper_backends::cranelift::artifact::c_identifier(name)
+            ));
+            std::fs::write(&header, &artifact.header)
+                .map_err(|e| anyhow!("cannot write `{}`: {e}", header.display()))?;
+            println!(
+                "wrote {} (entry point `{}`) and {}",
+                output.display(),
+                artifact.entry,
+                header.display()
+            );
         }
         Command::Passes => {
             for p in PASSES {

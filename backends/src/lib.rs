@@ -1,7 +1,7 @@
 //! lopper's code generators.
 //!
 //! - [`cranelift`]: loop IR to native code with Cranelift, run in memory
-//!   (JIT); shared objects and the C header come next;
+//!   (JIT) or written as a shared object with a C header;
 //! - the LLVM backend (feature `llvm`) arrives with its issue.
 //!
 //! [`Backend`] names what `lopper run` and `lopper eval` can execute on.
@@ -24,6 +24,9 @@ pub enum BackendError {
     /// Running compiled code failed before the call.
     #[error("{0}")]
     Run(String),
+    /// Linking the shared object failed.
+    #[error("linking: {0}")]
+    Link(String),
 }
 
 impl From<cranelift_module::ModuleError> for BackendError {

@@ -9,11 +9,15 @@
 //! `tanhf` and `erff`; `fma` is Cranelift's `fma` (a `vfmadd` on hosts with
 //! FMA). Addresses are computed from row-major strides in elements.
 //!
-//! [`jit`] compiles a module in memory and runs it. It emits scalar code: the
-//! vectorized forms arrive with the `vectorize` pass. Shared objects
-//! (`cranelift-object`, `cc -shared`) are not built yet.
+//! [`jit`] compiles a module in memory and runs it; [`artifact`] writes an
+//! object with a C entry point, links it into a shared object and writes its
+//! header. Both emit scalar code: the vectorized forms arrive with the
+//! `vectorize` pass.
 
+pub mod artifact;
 mod codegen;
+mod header;
 pub mod jit;
 
+pub use artifact::{compile_object, link_shared, Artifact};
 pub use jit::{compile_jit, JitModule};

@@ -1,0 +1,342 @@
+//! Shared objects: a module's kernels, its constants and a C entry point in
+//! one object file, linked with `cc -shared`, plus the C header.
+//!
+//! The entry point, `int NAME_run(const float *in..., float *out..., int64_t
+//! size...)`, checks its arguments before it touches memory (sizes ≤ 0 or
+//! buffers whose byte counts overflow: `NAME_ERR_BAD_SIZE`; a null buffer:
+//! `NAME_ERR_NULL_BUFFER`), allocates scratch memory with `malloc` for this
+//! call only (so concurrent calls are safe), runs the kernels in order and
+//! frees it. Constants are read-only data in the object: the library needs
+//! nothing but libc and libm.
+
+use super::codegen::{declare_libm, define_kernel, kernel_signature};
+use crate::BackendError;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
+};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, Linkage, Module as ClifModule};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use lopper_ir::loops::{BufferKind, Module};
+use lopper_ir::Dim;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+/// Return codes of the entry point.
+pub const OK: i64 = 0;
+/// A size is ≤ 0, or a buffer's byte count overflows.
+pub const ERR_BAD_SIZE: i64 = 1;
+/// `malloc` failed.
+pub const ERR_OUT_OF_MEMORY: i64 = 2;
+/// A buffer pointer is null.
+pub const ERR_NULL_BUFFER: i64 = 3;
+
+/// A compiled object and its header.
+pub struct Artifact {
+    /// The relocatable object file.
+    pub object: Vec<u8>,
+    /// The C header.
+    pub header: String,
+    /// The exported entry point's name.
+    pub entry: String,
+}
+
+/// A C identifier made from `name`.
+pub fn c_identifier(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// Compiles `m` into an object whose entry point is `{prefix}_run`.
+pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact, BackendError> {
+    lopper_ir::loops::verify_module(m).map_err(|errs| {
+        BackendError::Codegen(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let prefix = c_identifier(prefix);
+    let codegen = |e: &dyn std::fmt::Display| BackendError::Codegen(e.to_string());
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(|e| codegen(&e))?;
+    flags.set("is_pic", "true").map_err(|e| codegen(&e))?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| BackendError::Codegen(format!("this host is not supported: {e}")))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| codegen(&e))?;
+    let builder = ObjectBuilder::new(
+        isa,
+        prefix.clone(),
+        cranelift_module::default_libcall_names(),
+    )?;
+    let mut module = ObjectModule::new(builder);
+    let libm = declare_libm(&mut module)?;
+
+    // Constants as read-only data.
+    let mut data_ids = HashMap::new();
+    for b in m.buffers_of(BufferKind::Const) {
+        let id = module.declare_data(
+            &format!("{prefix}__const_{}", c_identifier(&b.name)),
+            Linkage::Local,
+            false,
+            false,
+        )?;
+        let mut d = DataDescription::new();
+        let values = b
+            .data
+            .as_ref()
+            .map(|p| p.data.data.as_slice())
+            .unwrap_or_default();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(16);
+        module.define_data(id, &d)?;
+        data_ids.insert(b.name.clone(), id);
+    }
+
+    // Kernels.
+    let mut ctx = module.make_context();
+    let mut kernel_ids = Vec::new();
+    for k in &m.kernels {
+        let sig = kernel_signature(&module);
+        let id = module.declare_function(&format!("{prefix}__{}", k.name), Linkage::Local, &sig)?;
+        define_kernel(&mut module, m, k, &libm, &mut ctx)?;
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| BackendError::Codegen(format!("@{}: {e:?}", k.name)))?;
+        module.clear_context(&mut ctx);
+        kernel_ids.push(id);
+    }
+
+    // malloc and free.
+    let mut malloc_sig = module.make_signature();
+    malloc_sig.params.push(AbiParam::new(types::I64));
+    malloc_sig.returns.push(AbiParam::new(types::I64));
+    let malloc = module.declare_function("malloc", Linkage::Import, &malloc_sig)?;
+    let mut free_sig = module.make_signature();
+    free_sig.params.push(AbiParam::new(types::I64));
+    let free = module.declare_function("free", Linkage::Import, &free_sig)?;
+
+    // The entry point.
+    let inputs: Vec<_> = m.buffers_of(BufferKind::In).collect();
+    let outputs: Vec<_> = m.buffers_of(BufferKind::Out).collect();
+    let mut sig = module.make_signature();
+    for _ in inputs.iter().chain(&outputs) {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    for _ in &m.sizes {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig.returns.push(AbiParam::new(types::I32));
+    let entry = format!("{prefix}_run");
+    let entry_id = module.declare_function(&entry, Linkage::Export, &sig)?;
+    ctx.func.signature = sig;
+    let frontend_config = module.target_config();
+    {
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let start = b.create_block();
+        b.append_block_params_for_function_params(start);
+        b.switch_to_block(start);
+        let params: Vec<Value> = b.block_params(start).to_vec();
+        let mut pointers: HashMap<String, Value> = HashMap::new();
+        for (i, buf) in inputs.iter().chain(&outputs).enumerate() {
+            pointers.insert(buf.name.clone(), params[i]);
+        }
+        let size_values: Vec<Value> = params[inputs.len() + outputs.len()..].to_vec();
+        let sizes: HashMap<&str, Value> = m
+            .sizes
+            .iter()
+            .map(String::as_str)
+            .zip(size_values.iter().copied())
+            .collect();
+        // The error exits are filled in at the end: the entry block must be
+        // the first one laid out.
+        let bad_size = b.create_block();
+        let null_buffer = b.create_block();
+        // Sizes must be positive.
+        for &s in &size_values {
+            let ok = b.create_block();
+            let bad = b.ins().icmp_imm_s(IntCC::SignedLessThanOrEqual, s, 0);
+            b.ins().brif(bad, bad_size, &[], ok, &[]);
+            b.switch_to_block(ok);
+        }
+        // Byte counts of every buffer must fit: multiply with overflow checks.
+        let mut bytes_of: HashMap<String, Value> = HashMap::new();
+        for buf in &m.buffers {
+            let mut bytes = b.ins().iconst(types::I64, 4);
+            for d in &buf.ty.shape.0 {
+                let extent = match d {
+                    Dim::Static(n) => b.ins().iconst(types::I64, *n as i64),
+                    Dim::Symbol(s) => sizes[s.as_str()],
+                };
+                let (product, overflow) = b.ins().umul_overflow(bytes, extent);
+                let ok = b.create_block();
+                b.ins().brif(overflow, bad_size, &[], ok, &[]);
+                b.switch_to_block(ok);
+                bytes = product;
+            }
+            // Keep byte counts below 2^62 so that index arithmetic cannot wrap.
+            let ok = b.create_block();
+            let too_big = b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThan, bytes, 1i64 << 62);
+            b.ins().brif(too_big, bad_size, &[], ok, &[]);
+            b.switch_to_block(ok);
+            bytes_of.insert(buf.name.clone(), bytes);
+        }
+        // Buffers must not be null.
+        for buf in inputs.iter().chain(&outputs) {
+            let ok = b.create_block();
+            let null = b.ins().icmp_imm_s(IntCC::Equal, pointers[&buf.name], 0);
+            b.ins().brif(null, null_buffer, &[], ok, &[]);
+            b.switch_to_block(ok);
+        }
+        for (name, id) in &data_ids {
+            let gv = module.declare_data_in_func(*id, b.func);
+            let p = b.ins().symbol_value(types::I64, gv);
+            pointers.insert(name.clone(), p);
+        }
+        // Scratch memory for this call.
+        let malloc_ref = module.declare_func_in_func(malloc, b.func);
+        let free_ref = module.declare_func_in_func(free, b.func);
+        let scratch: Vec<&str> = m
+            .buffers_of(BufferKind::Scratch)
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut scratch_vars = Vec::new();
+        for _ in &scratch {
+            let v = b.declare_var(types::I64);
+            let zero = b.ins().iconst(types::I64, 0);
+            b.def_var(v, zero);
+            scratch_vars.push(v);
+        }
+        let out_of_memory = b.create_block();
+        for (name, &v) in scratch.iter().zip(&scratch_vars) {
+            let bytes = bytes_of[*name];
+            let one = b.ins().iconst(types::I64, 1);
+            let at_least_one = b.ins().umax(bytes, one);
+            let call = b.ins().call(malloc_ref, &[at_least_one]);
+            let p = b.inst_results(call)[0];
+            b.def_var(v, p);
+            let ok = b.create_block();
+            let null = b.ins().icmp_imm_s(IntCC::Equal, p, 0);
+            b.ins().brif(null, out_of_memory, &[], ok, &[]);
+            b.switch_to_block(ok);
+            pointers.insert(name.to_string(), p);
+        }
+        for buf in m.buffers_of(BufferKind::View) {
+            let source = buf.view_of.as_ref().and_then(|s| pointers.get(s)).copied();
+            let p = source.ok_or_else(|| {
+                BackendError::Codegen(format!("view %{} has no source", buf.name))
+            })?;
+            pointers.insert(buf.name.clone(), p);
+        }
+        let most = m
+            .kernels
+            .iter()
+            .map(|k| k.params.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let table = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (8 * most) as u32,
+            3,
+        ));
+        let size_slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (8 * m.sizes.len().max(1)) as u32,
+            3,
+        ));
+        let flags = MemFlagsData::trusted();
+        let sizes_addr = b.ins().stack_addr(types::I64, size_slot, 0);
+        for (i, &s) in size_values.iter().enumerate() {
+            b.ins().store(flags, s, sizes_addr, (8 * i) as i32);
+        }
+        let table_addr = b.ins().stack_addr(types::I64, table, 0);
+        for (k, id) in m.kernels.iter().zip(&kernel_ids) {
+            for (i, p) in k.params.iter().enumerate() {
+                b.ins()
+                    .store(flags, pointers[p], table_addr, (8 * i) as i32);
+            }
+            let f = module.declare_func_in_func(*id, b.func);
+            b.ins().call(f, &[table_addr, sizes_addr]);
+        }
+        for &v in &scratch_vars {
+            let p = b.use_var(v);
+            b.ins().call(free_ref, &[p]);
+        }
+        let ok = b.ins().iconst(types::I32, OK);
+        b.ins().return_(&[ok]);
+        b.switch_to_block(out_of_memory);
+        for &v in &scratch_vars {
+            let p = b.use_var(v);
+            b.ins().call(free_ref, &[p]);
+        }
+        let code = b.ins().iconst(types::I32, ERR_OUT_OF_MEMORY);
+        b.ins().return_(&[code]);
+        for (block, code) in [(bad_size, ERR_BAD_SIZE), (null_buffer, ERR_NULL_BUFFER)] {
+            b.switch_to_block(block);
+            let v = b.ins().iconst(types::I32, code);
+            b.ins().return_(&[v]);
+        }
+        b.seal_all_blocks();
+        b.finalize(frontend_config);
+    }
+    module
+        .define_function(entry_id, &mut ctx)
+        .map_err(|e| BackendError::Codegen(format!("{entry}: {e:?}")))?;
+    let object = module.finish().emit().map_err(|e| codegen(&e))?;
+    Ok(Artifact {
+        object,
+        header: super::header::header(m, &prefix, source),
+        entry,
+    })
+}
+
+/// Links an object into a shared library with the system C compiler.
+pub fn link_shared(object: &[u8], output: &Path) -> Result<(), BackendError> {
+    let dir = std::env::temp_dir().join(format!(
+        "lopper-link-{}-{}",
+        std::process::id(),
+        output.display().to_string().len()
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BackendError::Link(format!("cannot create `{}`: {e}", dir.display())))?;
+    let obj = dir.join("model.o");
+    std::fs::write(&obj, object)
+        .map_err(|e| BackendError::Link(format!("cannot write `{}`: {e}", obj.display())))?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let result = Command::new(&cc)
+        .arg("-shared")
+        .arg("-o")
+        .arg(output)
+        .arg(&obj)
+        .arg("-lm")
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = result.map_err(|e| {
+        BackendError::Link(format!(
+            "cannot run the C compiler `{cc}` (install gcc or set CC): {e}"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(BackendError::Link(format!(
+            "`{cc} -shared` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
