@@ -26,10 +26,12 @@ use std::process::ExitCode;
     name = "lopper",
     version,
     about = "A miniature deep-learning compiler that shows every step it takes",
-    long_about = "lopper reads a model written in its DSL (.lop) or graph IR text (.gir), \
-runs graph passes (shape inference, folding, simplification, ...) and executes \
-or prints the result. Every stage can be printed, dumped and re-run by hand.",
-    after_help = "Examples:\n  lopper check examples/mlp.lop\n  lopper dump examples/lenet5.lop --print-after-all\n  lopper eval examples/digits_mlp.lop --data ../shared/data/digits/digits.safetensors\n\nRun `lopper help <command>` for the flags of one command."
+    long_about = "lopper reads a model written in its DSL (.lop) or IR text (.gir, .lir), \
+runs graph passes (shape inference, folding, simplification, ...), lowers it to \
+loop nests and compiles them to native code with Cranelift: in memory for `run` \
+and `eval`, or as a shared object with a C header for `compile`. Every stage \
+can be printed, dumped and re-run by hand.",
+    after_help = "Examples:\n  lopper check examples/mlp.lop\n  lopper dump examples/lenet5.lop --print-after-all\n  lopper compile examples/digits_mlp.lop -o build/libdigits_mlp.so\n  lopper eval examples/digits_mlp.lop --data ../shared/data/digits/digits.safetensors\n\nRun `lopper help <command>` for the flags of one command."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,9 +61,9 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
-    /// Run passes on graph IR text and print the result (like mlir-opt); no passes by default.
+    /// Run passes on IR text (.gir or .lir) and print the result (like mlir-opt); no passes by default.
     Opt {
-        /// The graph IR file (.gir).
+        /// The IR file (.gir or .lir).
         file: PathBuf,
         /// Write the result here instead of standard output.
         #[arg(short, long, value_name = "FILE")]
