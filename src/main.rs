@@ -387,6 +387,10 @@ fn execute(command: Command) -> Result<()> {
             let name = stem.strip_prefix("lib").unwrap_or(stem);
             let artifact =
                 lopper_backends::cranelift::compile_object(m, name, &file.display().to_string())?;
+            if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| anyhow!("cannot create `{}`: {e}", parent.display()))?;
+            }
             lopper_backends::cranelift::link_shared(&artifact.object, &output)?;
             let header = output.with_file_name(format!(
                 "{}.h",
