@@ -77,10 +77,11 @@ pub fn load_graph(path: &Path) -> Result<Graph> {
 
 /// Runs a pass manager on `ir`; printed IR and timing go to standard error,
 /// like LLVM's and MLIR's.
-pub fn run_pipeline(pm: &mut PassManager, ir: &mut Ir) -> Result<()> {
+/// Returns how many passes ran (the number of the last dump).
+pub fn run_pipeline(pm: &mut PassManager, ir: &mut Ir) -> Result<usize> {
     let mut err = std::io::stderr().lock();
-    pm.run_ir(ir, &mut err).map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    let (timings, _) = pm.run_ir(ir, &mut err).map_err(|e| anyhow!("{e}"))?;
+    Ok(timings.len())
 }
 
 /// The inputs of a model at any stage, in order, with their types.

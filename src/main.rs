@@ -135,6 +135,8 @@ enum Emit {
     Dot,
     /// Loop IR text (lowers after the pipeline unless it already did).
     Lir,
+    /// Cranelift IR of every kernel and of the C entry point (lowers first).
+    Clif,
 }
 
 /// Flags shared by every command that runs passes, named as LLVM and MLIR name them.
@@ -209,8 +211,13 @@ fn emit_text(ir: &Ir, emit: Emit, output: Option<&Path>) -> Result<()> {
         (Emit::Gir, Ir::Graph(g)) => print_gir(g),
         (Emit::Dot, Ir::Graph(g)) => to_dot(g),
         (Emit::Lir, Ir::Loops(_)) => ir.print(),
-        (_, Ir::Loops(_)) => bail!("the pipeline lowered the model to loops; use --emit lir"),
-        (Emit::Lir, Ir::Graph(_)) => bail!("internal error: --emit lir without lowering"),
+        (Emit::Clif, Ir::Loops(m)) => {
+            lopper_backends::cranelift::compile_object(m, &m.name, "the pipeline")?.clif
+        }
+        (_, Ir::Loops(_)) => {
+            bail!("the pipeline lowered the model to loops; use --emit lir or clif")
+        }
+        (Emit::Lir | Emit::Clif, Ir::Graph(_)) => bail!("internal error: lowering did not run"),
     };
     match output {
         Some(path) => std::fs::write(path, text)
@@ -225,6 +232,16 @@ fn emit_text(ir: &Ir, emit: Emit, output: Option<&Path>) -> Result<()> {
 /// Loads `file` and runs the pipeline of `args` (or `default`) on it, then
 /// `lower-to-loops` when `lower` asks for loops and the pipeline did not.
 fn load_and_optimize(file: &Path, args: &PipelineArgs, default: &str, lower: bool) -> Result<Ir> {
+    Ok(load_and_optimize_counted(file, args, default, lower)?.0)
+}
+
+/// [`load_and_optimize`], also giving the number of passes that ran.
+fn load_and_optimize_counted(
+    file: &Path,
+    args: &PipelineArgs,
+    default: &str,
+    lower: bool,
+) -> Result<(Ir, usize)> {
     let origin = format!("lopper dump {} --passes ''", file.display());
     let is_loop_ir = file.extension().is_some_and(|e| e == "lir");
     // Graph passes do not apply to loop IR: it gets none unless asked.
@@ -244,8 +261,8 @@ fn load_and_optimize(file: &Path, args: &PipelineArgs, default: &str, lower: boo
     let mut pm =
         PassManager::new(&pipeline, args.instrumentation(origin)).map_err(|e| anyhow!(e))?;
     let mut ir = load_ir(file)?;
-    run_pipeline(&mut pm, &mut ir)?;
-    Ok(ir)
+    let steps = run_pipeline(&mut pm, &mut ir)?;
+    Ok((ir, steps))
 }
 
 fn run_inputs(
@@ -319,7 +336,7 @@ fn execute(command: Command) -> Result<()> {
                 &file,
                 &pipeline,
                 lopper_passes::DEFAULT_PIPELINE,
-                matches!(emit, Emit::Lir),
+                matches!(emit, Emit::Lir | Emit::Clif),
             )?;
             emit_text(&ir, emit, output.as_deref())?;
         }
@@ -329,7 +346,8 @@ fn execute(command: Command) -> Result<()> {
             emit,
             pipeline,
         } => {
-            let ir = load_and_optimize(&file, &pipeline, "", matches!(emit, Emit::Lir))?;
+            let ir =
+                load_and_optimize(&file, &pipeline, "", matches!(emit, Emit::Lir | Emit::Clif))?;
             emit_text(&ir, emit, output.as_deref())?;
         }
         Command::Run {
@@ -374,7 +392,8 @@ fn execute(command: Command) -> Result<()> {
             output,
             pipeline,
         } => {
-            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
+            let (ir, steps) =
+                load_and_optimize_counted(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
             let Ir::Loops(m) = &ir else {
                 bail!("internal error: compile needs loop IR")
             };
@@ -398,6 +417,26 @@ fn execute(command: Command) -> Result<()> {
             ));
             std::fs::write(&header, &artifact.header)
                 .map_err(|e| anyhow!("cannot write `{}`: {e}", header.display()))?;
+            if let Some(dir) = &pipeline.dump_dir {
+                // The numbering goes on from the last pass to code generation.
+                let last = std::fs::read_dir(dir)
+                    .ok()
+                    .and_then(|entries| {
+                        entries
+                            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                            .filter(|n| n.starts_with(&format!("{steps:02}-")))
+                            .max()
+                    })
+                    .unwrap_or_default();
+                let path = dir.join(format!("{:02}-cranelift.clif", steps + 1));
+                let text = format!(
+                    "; lopper dump {} --emit clif\n{}",
+                    dir.join(last).display(),
+                    artifact.clif
+                );
+                std::fs::write(&path, text)
+                    .map_err(|e| anyhow!("cannot write `{}`: {e}", path.display()))?;
+            }
             println!(
                 "wrote {} (entry point `{}`) and {}",
                 output.display(),

@@ -294,3 +294,40 @@ fn lowering_continues_the_dumps_and_runs() {
     assert_eq!(code, 1);
     assert!(err.contains("does not work on the loop IR"), "{err}");
 }
+
+/// `compile --dump-dir` leaves one numbered file per stage, parse to CLIF,
+/// and the last one is reproduced by the command in its first line.
+#[test]
+fn compile_dumps_every_stage_through_clif() {
+    let dir = scratch("compile-dumps");
+    let model = root().join("examples/lenet5.lop");
+    let (code, out, err) = lopper(
+        &dir,
+        &[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            "out/liblenet5.so",
+            "--dump-dir",
+            "d",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("entry point `lenet5_run`"));
+    assert!(dir.join("out/lenet5.h").exists());
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 9, "{files:?}");
+    assert_eq!(files[7], "07-lower-to-loops.lir");
+    assert_eq!(files[8], "08-cranelift.clif");
+    let clif = std::fs::read_to_string(dir.join("d/08-cranelift.clif")).unwrap();
+    let (header, body) = clif.split_once('\n').unwrap();
+    assert_eq!(header, "; lopper dump d/07-lower-to-loops.lir --emit clif");
+    let (code, again, err) = lopper(&dir, &["dump", "d/07-lower-to-loops.lir", "--emit", "clif"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, body);
+    assert!(body.contains("; kernel @conv2d_relu_0") && body.contains("; entry point lenet5_run"));
+}

@@ -42,6 +42,8 @@ pub struct Artifact {
     pub header: String,
     /// The exported entry point's name.
     pub entry: String,
+    /// The Cranelift IR of every function, as given to the code generator.
+    pub clif: String,
 }
 
 /// A C identifier made from `name`.
@@ -84,7 +86,7 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
     let libm = declare_libm(&mut module)?;
 
     // Constants as read-only data.
-    let mut data_ids = HashMap::new();
+    let mut data_ids = Vec::new();
     for b in m.buffers_of(BufferKind::Const) {
         let id = module.declare_data(
             &format!("{prefix}__const_{}", c_identifier(&b.name)),
@@ -102,16 +104,18 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
         d.define(bytes.into_boxed_slice());
         d.set_align(16);
         module.define_data(id, &d)?;
-        data_ids.insert(b.name.clone(), id);
+        data_ids.push((b.name.clone(), id));
     }
 
     // Kernels.
+    let mut clif = String::new();
     let mut ctx = module.make_context();
     let mut kernel_ids = Vec::new();
     for k in &m.kernels {
         let sig = kernel_signature(&module);
         let id = module.declare_function(&format!("{prefix}__{}", k.name), Linkage::Local, &sig)?;
         define_kernel(&mut module, m, k, &libm, &mut ctx)?;
+        clif.push_str(&format!("; kernel @{}\n{}\n", k.name, ctx.func.display()));
         module
             .define_function(id, &mut ctx)
             .map_err(|e| BackendError::Codegen(format!("@{}: {e:?}", k.name)))?;
@@ -295,6 +299,7 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
         b.seal_all_blocks();
         b.finalize(frontend_config);
     }
+    clif.push_str(&format!("; entry point {entry}\n{}", ctx.func.display()));
     module
         .define_function(entry_id, &mut ctx)
         .map_err(|e| BackendError::Codegen(format!("{entry}: {e:?}")))?;
@@ -303,6 +308,7 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
         object,
         header: super::header::header(m, &prefix, source),
         entry,
+        clif,
     })
 }
 
