@@ -76,7 +76,7 @@ enum Command {
     },
     /// Run a model on inputs and print a summary of each output.
     Run {
-        /// The model (.lop or .gir).
+        /// The model (.lop, .gir, .lir) or a library built by `lopper compile` (.so).
         file: PathBuf,
         /// An input: `NAME=FILE.safetensors[:TENSOR]` or `NAME=random:SEED` (repeatable).
         #[arg(long = "input", value_name = "NAME=SOURCE", required = true)]
@@ -89,14 +89,21 @@ enum Command {
         output: Option<PathBuf>,
         /// Where to run it: `cranelift` (native code, compiled in memory) or
         /// `interpreter` (the graph interpreter, or the loop interpreter for loop IR).
-        #[arg(long, default_value = "cranelift")]
+        #[arg(
+            long,
+            default_value = "cranelift",
+            default_value_if("interp", "true", "interpreter")
+        )]
         backend: lopper_backends::Backend,
+        /// Shorthand for `--backend interpreter`.
+        #[arg(long)]
+        interp: bool,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
     /// Measure classification accuracy on a labelled data set, with a confusion matrix.
     Eval {
-        /// The model (.lop or .gir); its first output holds class scores.
+        /// The model (.lop, .gir, .lir, or a compiled .so); its first output holds class scores.
         file: PathBuf,
         /// A safetensors file with inputs and integer labels.
         #[arg(long, value_name = "FILE")]
@@ -108,8 +115,15 @@ enum Command {
         #[arg(long, default_value = "test_y")]
         y: String,
         /// Where to run it: `cranelift` or `interpreter` (see `lopper run --help`).
-        #[arg(long, default_value = "cranelift")]
+        #[arg(
+            long,
+            default_value = "cranelift",
+            default_value_if("interp", "true", "interpreter")
+        )]
         backend: lopper_backends::Backend,
+        /// Shorthand for `--backend interpreter`.
+        #[arg(long)]
+        interp: bool,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -357,13 +371,12 @@ fn execute(command: Command) -> Result<()> {
             output,
             backend,
             pipeline,
+            ..
         } => {
             let sizes = parse_sizes(&set)?;
-            let compiled = backend == Backend::Cranelift;
-            let ir =
-                load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
-            let inputs = run_inputs(&declared_inputs(&ir), &inputs, &sizes)?;
-            let outputs = execute_on(backend, &ir, &inputs, &sizes)?;
+            let model = Runnable::load(&file, &pipeline, backend)?;
+            let inputs = run_inputs(&model.inputs(), &inputs, &sizes)?;
+            let outputs = model.run(&inputs, &sizes)?;
             for (name, t) in &outputs {
                 println!("{}", describe_tensor(name, t));
             }
@@ -381,11 +394,10 @@ fn execute(command: Command) -> Result<()> {
             y,
             backend,
             pipeline,
+            ..
         } => {
-            let compiled = backend == Backend::Cranelift;
-            let ir =
-                load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
-            evaluate_accuracy(backend, &ir, &data, &x, &y)?;
+            let model = Runnable::load(&file, &pipeline, backend)?;
+            evaluate_accuracy(&model, &data, &x, &y)?;
         }
         Command::Compile {
             file,
@@ -479,8 +491,45 @@ fn execute_on(
     }
 }
 
-fn evaluate_accuracy(backend: Backend, ir: &Ir, data: &Path, x: &str, y: &str) -> Result<()> {
-    let declared_inputs = declared_inputs(ir);
+/// A model ready to run: IR on a backend, or a compiled library.
+enum Runnable {
+    Ir(Ir, Backend),
+    Library(lopper_runtime::SharedModel),
+}
+
+impl Runnable {
+    /// A `.so` is loaded as it is; anything else goes through the pipeline
+    /// (and lowering, for Cranelift).
+    fn load(file: &Path, pipeline: &PipelineArgs, backend: Backend) -> Result<Runnable> {
+        if file.extension().is_some_and(|e| e == "so") {
+            return Ok(Runnable::Library(lopper_runtime::SharedModel::open(file)?));
+        }
+        let compiled = backend == Backend::Cranelift;
+        let ir = load_and_optimize(file, pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
+        Ok(Runnable::Ir(ir, backend))
+    }
+
+    fn inputs(&self) -> Vec<(String, lopper_ir::TensorType)> {
+        match self {
+            Runnable::Ir(ir, _) => declared_inputs(ir),
+            Runnable::Library(lib) => lib.inputs.clone(),
+        }
+    }
+
+    fn run(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        sizes: &std::collections::BTreeMap<String, usize>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        match self {
+            Runnable::Ir(ir, backend) => execute_on(*backend, ir, inputs, sizes),
+            Runnable::Library(lib) => Ok(lib.run(inputs, sizes)?),
+        }
+    }
+}
+
+fn evaluate_accuracy(model: &Runnable, data: &Path, x: &str, y: &str) -> Result<()> {
+    let declared_inputs = model.inputs();
     let [(input, input_type)] = &declared_inputs[..] else {
         bail!(
             "eval needs a model with one input; this one has {}",
@@ -520,7 +569,7 @@ fn evaluate_accuracy(backend: Backend, ir: &Ir, data: &Path, x: &str, y: &str) -
             data: features.values,
         },
     );
-    let outputs = execute_on(backend, ir, &inputs, &Default::default())?;
+    let outputs = model.run(&inputs, &Default::default())?;
     let (_, scores) = &outputs[0];
     let predicted = argmax_rows(scores);
     let classes = *scores.shape.last().unwrap_or(&1);

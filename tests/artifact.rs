@@ -168,3 +168,45 @@ fn c_client_reports_the_accuracy() {
         );
     }
 }
+
+/// `lopper run` and `lopper eval` take a compiled library too, checking
+/// shapes before the call.
+#[test]
+fn cli_runs_a_compiled_library() {
+    let dir = scratch("cli-library");
+    let lib = compile("examples/digits_mlp.lop", &dir, "libdigits_mlp.so");
+    let lib = lib.to_str().unwrap();
+    let data = root().join("../shared/data/digits/digits.safetensors");
+    let (code, out, err) = lopper(&root(), &["eval", lib, "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("accuracy: 0.9806 (353/360)\n"), "{out}");
+    let (code, out, err) = lopper(
+        &root(),
+        &["run", lib, "--input", "x=random:1", "--set", "batch=3"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("probabilities: f32[3, 10]"), "{out}");
+    // A wrongly shaped input is refused before the library sees it.
+    let (code, _, err) = lopper(
+        &root(),
+        &[
+            "run",
+            lib,
+            "--input",
+            "x=tests/data/ort/mlp_b64.safetensors:input",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("input `x` has shape [64, 784] but the model expects f32[batch,64]"),
+        "{err}"
+    );
+    // A library lopper did not build is refused with a reason.
+    std::fs::write(dir.join("libfake.so"), b"not an ELF file").unwrap();
+    let (code, _, err) = lopper(&dir, &["run", "libfake.so", "--input", "x=random:1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot use `libfake.so` as a lopper library"),
+        "{err}"
+    );
+}

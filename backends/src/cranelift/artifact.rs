@@ -303,6 +303,16 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
     module
         .define_function(entry_id, &mut ctx)
         .map_err(|e| BackendError::Codegen(format!("{entry}: {e:?}")))?;
+    module.clear_context(&mut ctx);
+    define_packed_entry(
+        &mut module,
+        &mut ctx,
+        entry_id,
+        &prefix,
+        inputs.len() + outputs.len(),
+        m.sizes.len(),
+    )?;
+    define_description(&mut module, &prefix, m)?;
     let object = module.finish().emit().map_err(|e| codegen(&e))?;
     Ok(Artifact {
         object,
@@ -345,4 +355,86 @@ pub fn link_shared(object: &[u8], output: &Path) -> Result<(), BackendError> {
         )));
     }
     Ok(())
+}
+
+/// `int NAME_run_packed(float **buffers, const int64_t *sizes)`: the entry
+/// point with its arguments in two arrays, for callers (like `lopper run`)
+/// that only know the signature at run time.
+fn define_packed_entry(
+    module: &mut ObjectModule,
+    ctx: &mut cranelift_codegen::Context,
+    entry: cranelift_module::FuncId,
+    prefix: &str,
+    buffers: usize,
+    sizes: usize,
+) -> Result<(), BackendError> {
+    let mut sig = module.make_signature();
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.returns.push(AbiParam::new(types::I32));
+    let id = module.declare_function(&format!("{prefix}_run_packed"), Linkage::Export, &sig)?;
+    ctx.func.signature = sig;
+    let frontend_config = module.target_config();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    let block = b.create_block();
+    b.append_block_params_for_function_params(block);
+    b.switch_to_block(block);
+    let (table, size_table) = (b.block_params(block)[0], b.block_params(block)[1]);
+    let flags = MemFlagsData::trusted();
+    let mut args = Vec::new();
+    for i in 0..buffers {
+        args.push(b.ins().load(types::I64, flags, table, (8 * i) as i32));
+    }
+    for i in 0..sizes {
+        args.push(b.ins().load(types::I64, flags, size_table, (8 * i) as i32));
+    }
+    let f = module.declare_func_in_func(entry, b.func);
+    let call = b.ins().call(f, &args);
+    let rc = b.inst_results(call)[0];
+    b.ins().return_(&[rc]);
+    b.seal_all_blocks();
+    b.finalize(frontend_config);
+    module
+        .define_function(id, ctx)
+        .map_err(|e| BackendError::Codegen(format!("{prefix}_run_packed: {e:?}")))?;
+    module.clear_context(ctx);
+    Ok(())
+}
+
+/// The signature as text, one line per item (`in x f32[batch,64]`,
+/// `out y f32[batch,10]`, `size batch`), in the exported, NUL-terminated
+/// string `NAME_signature`, so that a library describes itself.
+fn define_description(
+    module: &mut ObjectModule,
+    prefix: &str,
+    m: &Module,
+) -> Result<(), BackendError> {
+    let id = module.declare_data(
+        &format!("{prefix}_signature"),
+        Linkage::Export,
+        false,
+        false,
+    )?;
+    let mut d = DataDescription::new();
+    let mut bytes = signature_text(m).into_bytes();
+    bytes.push(0);
+    d.define(bytes.into_boxed_slice());
+    module.define_data(id, &d)?;
+    Ok(())
+}
+
+/// The signature text of a module (see [`define_description`]).
+pub fn signature_text(m: &Module) -> String {
+    let mut text = String::new();
+    for b in m.buffers_of(BufferKind::In) {
+        text.push_str(&format!("in {} {}\n", b.name, b.ty));
+    }
+    for b in m.buffers_of(BufferKind::Out) {
+        text.push_str(&format!("out {} {}\n", b.name, b.ty));
+    }
+    for s in &m.sizes {
+        text.push_str(&format!("size {s}\n"));
+    }
+    text
 }

@@ -63,6 +63,19 @@ pub fn header(m: &Module, prefix: &str, source: &str) -> String {
     );
     args.extend(sizes.iter().cloned());
     let _ = writeln!(h, "int {prefix}_run({});\n", args.join(", "));
+    let _ = writeln!(
+        h,
+        "/* The same with the buffers (inputs, then outputs) and the sizes in arrays. */"
+    );
+    let _ = writeln!(
+        h,
+        "int {prefix}_run_packed(float *const *buffers, const int64_t *sizes);\n"
+    );
+    let _ = writeln!(
+        h,
+        "/* The signature as text: lines `in NAME TYPE`, `out NAME TYPE`, `size NAME`. */"
+    );
+    let _ = writeln!(h, "extern const char {prefix}_signature[];\n");
     let params = if sizes.is_empty() {
         "void".to_string()
     } else {

@@ -23,6 +23,11 @@ pub use param::{Initializer, Param, ParamSource};
 pub use parser::{attr_value_of as parse_number, parse_gir};
 pub use petgraph::stable_graph::NodeIndex;
 pub use printer::print_gir;
+
+/// Parses a tensor type written as in `.gir` text (`f32[batch,784]`).
+pub fn parse_type(text: &str) -> Result<TensorType, crate::Diagnostic> {
+    parser::parse_tensor_type(text.trim(), 0)
+}
 pub use verify::verify;
 
 use crate::types::TensorType;
