@@ -589,7 +589,7 @@ impl<'g> Lowering<'g> {
             Op::GlobalAvgPool => {
                 let (x, xt) = self.operand(n, 0);
                 let (h, w) = (xt.shape.0[2].clone(), xt.shape.0[3].clone());
-                let count = (h.as_static().unwrap_or(1) * w.as_static().unwrap_or(1)) as f32;
+                let count = element_count(&[h.clone(), w.clone()]);
                 let body = vec![
                     Stmt::Let {
                         var: "acc".into(),
@@ -622,10 +622,7 @@ impl<'g> Lowering<'g> {
                     ),
                 ];
                 let mut body = body;
-                body.extend(finish(
-                    Expr::bin(BinOp::Div, Expr::var("acc"), Expr::Float(count)),
-                    &idx,
-                ));
+                body.extend(finish(Expr::bin(BinOp::Div, Expr::var("acc"), count), &idx));
                 nest("i", dims, body)
             }
             Op::Transpose { perm } => {
@@ -699,9 +696,9 @@ impl<'g> Lowering<'g> {
                     var: "acc".into(),
                     value: Expr::bin(combine, Expr::var("acc"), load(&x, xi)),
                 }];
-                let mut count = 1usize;
+                let reduced_dims: Vec<Dim> = reduced.iter().map(|(_, d)| d.clone()).collect();
+                let count = element_count(&reduced_dims);
                 for (v, extent) in reduced.iter().rev() {
-                    count *= extent.as_static().unwrap_or(1);
                     inner = vec![for_loop(v, dim_expr(extent), inner)];
                 }
                 let mut body = vec![Stmt::Let {
@@ -711,9 +708,7 @@ impl<'g> Lowering<'g> {
                 }];
                 body.extend(inner);
                 let value = match kind {
-                    ReduceKind::Mean => {
-                        Expr::bin(BinOp::Div, Expr::var("acc"), Expr::Float(count as f32))
-                    }
+                    ReduceKind::Mean => Expr::bin(BinOp::Div, Expr::var("acc"), count),
                     _ => Expr::var("acc"),
                 };
                 body.extend(finish(value, &idx));
@@ -887,7 +882,7 @@ impl<'g> Lowering<'g> {
         let dims = &node.ty.shape.0;
         let (x, _) = self.operand(n, 0);
         let inner = &dims[axis..];
-        let count: usize = inner.iter().map(|d| d.as_static().unwrap_or(1)).product();
+        let count = element_count(inner);
         // `%j..` index the normalized dims for the two reductions.
         let mut reduce_idx = idx[..axis].to_vec();
         reduce_idx.extend(vars("j", inner.len()));
@@ -909,7 +904,7 @@ impl<'g> Lowering<'g> {
         row.extend(sum_over("mean", load(&x, reduce_idx.clone())));
         row.push(Stmt::Assign {
             var: "mean".into(),
-            value: Expr::bin(BinOp::Div, Expr::var("mean"), Expr::Float(count as f32)),
+            value: Expr::bin(BinOp::Div, Expr::var("mean"), count.clone()),
         });
         row.push(Stmt::Let {
             var: "var".into(),
@@ -928,7 +923,7 @@ impl<'g> Lowering<'g> {
                     UnOp::Sqrt,
                     Expr::bin(
                         BinOp::Add,
-                        Expr::bin(BinOp::Div, Expr::var("var"), Expr::Float(count as f32)),
+                        Expr::bin(BinOp::Div, Expr::var("var"), count),
                         Expr::Float(eps as f32),
                     ),
                 ),
@@ -965,6 +960,22 @@ impl<'g> Lowering<'g> {
             out = vec![for_loop(&format!("i{i}"), dim_expr(d), out)];
         }
         out
+    }
+}
+
+/// The number of elements of `dims` as an `f32` expression: a constant when
+/// every dim is static, `float(b * 7)` when some are symbolic.
+fn element_count(dims: &[Dim]) -> Expr {
+    match dims
+        .iter()
+        .map(Dim::as_static)
+        .collect::<Option<Vec<usize>>>()
+    {
+        Some(d) => Expr::Float(d.iter().product::<usize>() as f32),
+        None => {
+            let product = dims.iter().map(dim_expr).fold(Expr::Int(1), mul);
+            Expr::unary(UnOp::ToFloat, product)
+        }
     }
 }
 

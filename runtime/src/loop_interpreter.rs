@@ -274,7 +274,11 @@ impl Machine<'_> {
                     .ok_or_else(|| self.err(format!("`{}` on {a:?} and {b:?}", op.symbol())))?
             }
             Expr::Unary(op, a) => match (op, self.eval(a)?) {
-                (UnOp::Neg, Val::I(v)) => Val::I(-v),
+                (UnOp::Neg, Val::I(v)) => Val::I(
+                    v.checked_neg()
+                        .ok_or_else(|| self.err("index overflow".into()))?,
+                ),
+                (UnOp::ToFloat, Val::I(v)) => Val::F(v as f32),
                 (op, Val::F(x)) => {
                     let v = x as f64;
                     Val::F(match op {
@@ -284,6 +288,7 @@ impl Machine<'_> {
                         UnOp::Tanh => v.tanh() as f32,
                         UnOp::Sqrt => x.sqrt(),
                         UnOp::Erf => libm::erf(v) as f32,
+                        UnOp::ToFloat => return Err(self.err("`float` of an f32".into())),
                     })
                 }
                 (_, other) => return Err(self.err(format!("`{}` on {other:?}", op.name()))),

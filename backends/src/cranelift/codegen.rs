@@ -282,6 +282,7 @@ impl Lowerer<'_, '_> {
                 | BinOp::Or => ScalarType::Bool,
                 _ => self.type_of(a),
             },
+            Expr::Unary(UnOp::ToFloat, _) => ScalarType::F32,
             Expr::Unary(_, a) => self.type_of(a),
             Expr::Select(_, a, _) => self.type_of(a),
         }
@@ -357,6 +358,7 @@ impl Lowerer<'_, '_> {
                 let x = self.expr(a)?;
                 match op {
                     UnOp::Neg if index => self.b.ins().ineg(x),
+                    UnOp::ToFloat => self.b.ins().fcvt_from_sint(types::F32, x),
                     UnOp::Neg => self.b.ins().fneg(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
                     other => {

@@ -177,7 +177,8 @@ impl BinOp {
     }
 }
 
-/// Functions of one `f32`.
+/// Functions of one operand: of an `f32` but for `neg` (also `index`) and
+/// `float` (`index` to `f32`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnOp {
     /// `-x` (also on `index`).
@@ -192,6 +193,8 @@ pub enum UnOp {
     Sqrt,
     /// The error function.
     Erf,
+    /// An `index` as an `f32` (`float(n)`).
+    ToFloat,
 }
 
 impl UnOp {
@@ -204,6 +207,7 @@ impl UnOp {
             UnOp::Tanh => "tanh",
             UnOp::Sqrt => "sqrt",
             UnOp::Erf => "erf",
+            UnOp::ToFloat => "float",
         }
     }
 }

@@ -351,6 +351,7 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                         "tanh" => UnOp::Tanh,
                         "sqrt" => UnOp::Sqrt,
                         "erf" => UnOp::Erf,
+                        "float" => UnOp::ToFloat,
                         _ => UnOp::Neg,
                     },
                     next(),

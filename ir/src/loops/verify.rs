@@ -453,6 +453,14 @@ impl Checker<'_> {
                     _ => ta,
                 }
             }
+            Expr::Unary(UnOp::ToFloat, a) => {
+                let t = self.type_of(a)?;
+                if t != Index {
+                    self.error(format!("`float` needs an index, got {}", t.name()));
+                    return None;
+                }
+                F32
+            }
             Expr::Unary(op, a) => {
                 let t = self.type_of(a)?;
                 if t != F32 && !(*op == UnOp::Neg && t == Index) {
