@@ -129,7 +129,19 @@ pub fn parse_sizes(sets: &[String]) -> Result<BTreeMap<String, usize>> {
     Ok(sizes)
 }
 
-fn size_text(sizes: &[Size], bound: &BTreeMap<String, usize>) -> String {
+/// Bytes of scratch memory a module allocates per call (buffers with memory
+/// of their own), as a sum of symbolic terms.
+pub fn scratch_bytes(m: &lopper_ir::loops::Module) -> Vec<Size> {
+    let sizes: Vec<Size> = m
+        .buffers_of(BufferKind::Scratch)
+        .filter(|b| b.view_of.is_none())
+        .filter_map(|b| b.ty.shape.numel()?.scale(4))
+        .collect();
+    sum_sizes(&sizes)
+}
+
+/// A sum of sizes as text, evaluated where `bound` binds every symbol.
+pub fn size_text(sizes: &[Size], bound: &BTreeMap<String, usize>) -> String {
     let terms: Vec<String> = sizes
         .iter()
         .filter(|s| s.constant > 0)

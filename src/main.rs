@@ -16,7 +16,7 @@ use driver::{
 use lopper_backends::Backend;
 use lopper_ir::graph::{print_gir, to_dot};
 use lopper_ir::{Dim, Tensor};
-use lopper_passes::{graph_pipeline, Instrumentation, Ir, PassManager, PASSES};
+use lopper_passes::{graph_pipeline, Instrumentation, Ir, Pass, PassManager, PASSES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -266,9 +266,9 @@ fn load_and_optimize_counted(
         .any(|p| p.name == "lower-to-loops");
     if lower && !lowers && !is_loop_ir {
         pipeline = if pipeline.trim().is_empty() {
-            "lower-to-loops".into()
+            "lower-to-loops,plan-memory".into()
         } else {
-            format!("{pipeline},lower-to-loops")
+            format!("{pipeline},lower-to-loops,plan-memory")
         };
     }
     // The pipeline and its flags are checked before the model is read.
@@ -339,6 +339,25 @@ fn execute(command: Command) -> Result<()> {
                 bail!("internal error: shape-infer lowered the graph")
             };
             print!("{}", summary(&g, &sizes));
+            // Scratch memory per call, before and after plan-memory.
+            let mut lowered = Ir::Graph(g);
+            PassManager::new("lower-to-loops", Instrumentation::default())
+                .map_err(|e| anyhow!(e))?
+                .run_ir(&mut lowered, &mut std::io::sink())
+                .map_err(|e| anyhow!("{e}"))?;
+            let Ir::Loops(mut m) = lowered else {
+                bail!("internal error: lowering did not run")
+            };
+            let before = driver::scratch_bytes(&m);
+            lopper_passes::plan_memory::PlanMemory
+                .run(&mut m, &mut lopper_passes::PassContext::default())
+                .map_err(|e| anyhow!("{e}"))?;
+            let after = driver::scratch_bytes(&m);
+            println!(
+                "scratch memory per call: {} bytes after plan-memory ({} before)",
+                driver::size_text(&after, &sizes),
+                driver::size_text(&before, &sizes)
+            );
         }
         Command::Dump {
             file,

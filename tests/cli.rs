@@ -246,11 +246,11 @@ fn lowering_continues_the_dumps_and_runs() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("module @lenet5(batch) {"));
-    let last = std::fs::read_to_string(dir.join("d/07-lower-to-loops.lir")).unwrap();
+    let last = std::fs::read_to_string(dir.join("d/08-plan-memory.lir")).unwrap();
     let (header, body) = last.split_once('\n').unwrap();
     assert_eq!(
         header,
-        "// lopper opt d/06-dce.gir --passes 'lower-to-loops'"
+        "// lopper opt d/07-lower-to-loops.lir --passes 'plan-memory'"
     );
     assert_eq!(body, out);
     // The loop IR runs through the loop interpreter and agrees with the graph.
@@ -320,13 +320,14 @@ fn compile_dumps_every_stage_through_clif() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files.len(), 9, "{files:?}");
+    assert_eq!(files.len(), 10, "{files:?}");
     assert_eq!(files[7], "07-lower-to-loops.lir");
-    assert_eq!(files[8], "08-cranelift.clif");
-    let clif = std::fs::read_to_string(dir.join("d/08-cranelift.clif")).unwrap();
+    assert_eq!(files[8], "08-plan-memory.lir");
+    assert_eq!(files[9], "09-cranelift.clif");
+    let clif = std::fs::read_to_string(dir.join("d/09-cranelift.clif")).unwrap();
     let (header, body) = clif.split_once('\n').unwrap();
-    assert_eq!(header, "; lopper dump d/07-lower-to-loops.lir --emit clif");
-    let (code, again, err) = lopper(&dir, &["dump", "d/07-lower-to-loops.lir", "--emit", "clif"]);
+    assert_eq!(header, "; lopper dump d/08-plan-memory.lir --emit clif");
+    let (code, again, err) = lopper(&dir, &["dump", "d/08-plan-memory.lir", "--emit", "clif"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(again, body);
     assert!(body.contains("; kernel @conv2d_relu_0") && body.contains("; entry point lenet5_run"));

@@ -14,7 +14,10 @@ const ATOL: f32 = 1e-5;
 fn check(path: &str, size: &str, values: &[usize]) {
     let graph = common::load(path);
     let mut ir = Ir::Graph(graph.clone());
-    let pipeline = format!("{},lower-to-loops", lopper_passes::DEFAULT_PIPELINE);
+    let pipeline = format!(
+        "{},lower-to-loops,plan-memory",
+        lopper_passes::DEFAULT_PIPELINE
+    );
     let instrumentation = Instrumentation {
         verify_each: true,
         ..Default::default()

@@ -49,7 +49,10 @@ fn jit_and_loops(name: &str, body: &str, batches: &[usize]) {
             )
         });
     let mut ir = Ir::Graph(graph.clone());
-    let pipeline = format!("{},lower-to-loops", lopper_passes::DEFAULT_PIPELINE);
+    let pipeline = format!(
+        "{},lower-to-loops,plan-memory",
+        lopper_passes::DEFAULT_PIPELINE
+    );
     let instrumentation = Instrumentation {
         verify_each: true,
         ..Default::default()

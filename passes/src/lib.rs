@@ -16,6 +16,7 @@ pub mod lower_to_loops;
 pub mod manager;
 pub mod pass;
 pub mod pipeline;
+pub mod plan_memory;
 pub mod registry;
 pub mod shape_infer;
 pub mod simplify;

@@ -90,6 +90,15 @@ pub static PASSES: &[PassInfo] = &[
             Ok(AnyPass::Lower)
         },
     },
+    PassInfo {
+        name: "plan-memory",
+        description: "let scratch buffers reuse the memory of dead ones (loop IR)",
+        options: &[],
+        create: |o: &PassOptions| -> Result<AnyPass, String> {
+            o.check_known("plan-memory", &[])?;
+            Ok(AnyPass::Loops(Box::new(crate::plan_memory::PlanMemory)))
+        },
+    },
 ];
 
 /// The pass named `name`, or an error listing the valid names.

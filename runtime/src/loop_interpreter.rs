@@ -71,8 +71,11 @@ pub fn run_module(
                 .bind(&sizes)
                 .map_err(|e| RunError::Input(format!("buffer %{}: {e}", b.name)))?;
         let n = shape.iter().product();
-        let root = b.view_of.as_deref().unwrap_or(&b.name);
+        let root = m.storage_of(&b.name);
         arrays.insert(b.name.clone(), Array::new(shape, root));
+        if root != b.name {
+            continue;
+        }
         let data = match b.kind {
             BufferKind::In => inputs[&b.name].data.clone(),
             BufferKind::Const => {

@@ -215,8 +215,11 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
         // Scratch memory for this call.
         let malloc_ref = module.declare_func_in_func(malloc, b.func);
         let free_ref = module.declare_func_in_func(free, b.func);
+        // Only scratch buffers with memory of their own are allocated; the
+        // others reuse theirs (plan-memory).
         let scratch: Vec<&str> = m
             .buffers_of(BufferKind::Scratch)
+            .filter(|s| s.view_of.is_none())
             .map(|s| s.name.as_str())
             .collect();
         let mut scratch_vars = Vec::new();
@@ -240,11 +243,11 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
             b.switch_to_block(ok);
             pointers.insert(name.to_string(), p);
         }
-        for buf in m.buffers_of(BufferKind::View) {
-            let source = buf.view_of.as_ref().and_then(|s| pointers.get(s)).copied();
-            let p = source.ok_or_else(|| {
-                BackendError::Codegen(format!("view %{} has no source", buf.name))
-            })?;
+        // Views and reusing scratch buffers point at their storage.
+        for buf in m.buffers.iter().filter(|b| b.view_of.is_some()) {
+            let source = pointers.get(m.storage_of(&buf.name)).copied();
+            let p = source
+                .ok_or_else(|| BackendError::Codegen(format!("%{} has no memory", buf.name)))?;
             pointers.insert(buf.name.clone(), p);
         }
         let most = m

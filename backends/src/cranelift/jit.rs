@@ -119,6 +119,11 @@ impl JitModule {
                     continue;
                 }
             };
+            if self.lir.storage_of(&b.name) != b.name {
+                // Scratch that reuses another's memory (plan-memory).
+                shapes.insert(b.name.clone(), shape);
+                continue;
+            }
             if data.len() != n {
                 return Err(BackendError::Run(format!(
                     "buffer %{} holds {} values, expected {n}",
@@ -142,13 +147,9 @@ impl JitModule {
             let pointers: Vec<*mut f32> = params
                 .iter()
                 .map(|p| {
-                    let root = self
-                        .lir
-                        .buffer(p)
-                        .and_then(|b| b.view_of.clone())
-                        .unwrap_or_else(|| p.clone());
+                    let root = self.lir.storage_of(p);
                     storage
-                        .get_mut(&root)
+                        .get_mut(root)
                         .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr())
                 })
                 .collect();

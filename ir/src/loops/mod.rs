@@ -65,7 +65,8 @@ pub struct Buffer {
     pub ty: TensorType,
     /// The data of a constant buffer.
     pub data: Option<Param>,
-    /// The buffer whose memory a view shows.
+    /// For a view, the buffer whose memory it shows; for a scratch buffer
+    /// (after `plan-memory`), the scratch buffer whose memory it reuses.
     pub view_of: Option<String>,
 }
 
@@ -345,6 +346,19 @@ impl Module {
     /// The buffer named `name`.
     pub fn buffer(&self, name: &str) -> Option<&Buffer> {
         self.buffers.iter().find(|b| b.name == name)
+    }
+
+    /// The buffer whose memory `name` uses: itself, or the end of its
+    /// `view_of` chain.
+    pub fn storage_of<'a>(&'a self, name: &'a str) -> &'a str {
+        let mut current = name;
+        for _ in 0..self.buffers.len() {
+            match self.buffer(current).and_then(|b| b.view_of.as_deref()) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        current
     }
 
     /// The buffers of one kind, in order.

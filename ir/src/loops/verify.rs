@@ -95,6 +95,18 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
                 "view %{} does not say which buffer it shows",
                 b.name
             )),
+            (Some(owner), BufferKind::Scratch) => match m.buffer(owner) {
+                Some(o) if o.kind == BufferKind::Scratch && o.view_of.is_none() => {
+                    let fits = match (b.ty.shape.numel(), o.ty.shape.numel()) {
+                        (Some(a), Some(c)) => a.symbols == c.symbols && a.constant <= c.constant,
+                        _ => false,
+                    };
+                    if !fits {
+                        err(format!("scratch %{} ({}) may not fit in the memory of %{owner} ({})", b.name, b.ty, o.ty));
+                    }
+                }
+                _ => err(format!("scratch %{} reuses %{owner}, which is not a scratch buffer with memory of its own", b.name)),
+            },
             (Some(_), _) => err(format!(
                 "buffer %{} is not a view but names a source",
                 b.name
@@ -115,6 +127,7 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
             (None, _) => {}
         }
     }
+    check_shared_memory(m, &mut err);
     let mut kernels = HashSet::new();
     for k in &m.kernels {
         if !kernels.insert(k.name.as_str()) {
@@ -142,6 +155,43 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// Buffers that share memory must never be live at the same time: each is
+/// live from the first kernel that touches it (or a view of it) to the last.
+fn check_shared_memory(m: &Module, err: &mut impl FnMut(String)) {
+    let mut ranges: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (k, kernel) in m.kernels.iter().enumerate() {
+        for p in &kernel.params {
+            let logical = match m.buffer(p) {
+                Some(b) if b.kind == BufferKind::View => b.view_of.as_deref().unwrap_or(p),
+                _ => p.as_str(),
+            };
+            let r = ranges.entry(logical).or_insert((k, k));
+            r.1 = k;
+        }
+    }
+    let sharers: Vec<&str> = m
+        .buffers
+        .iter()
+        .filter(|b| b.kind == BufferKind::Scratch)
+        .map(|b| b.name.as_str())
+        .collect();
+    for (i, a) in sharers.iter().enumerate() {
+        for b in &sharers[i + 1..] {
+            if m.storage_of(a) != m.storage_of(b) {
+                continue;
+            }
+            if let (Some(ra), Some(rb)) = (ranges.get(a), ranges.get(b)) {
+                if ra.0 <= rb.1 && rb.0 <= ra.1 {
+                    err(format!(
+                        "scratch %{a} and %{b} share memory but are both live in kernel {}",
+                        ra.0.max(rb.0)
+                    ));
+                }
+            }
+        }
     }
 }
 
