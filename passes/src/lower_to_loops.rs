@@ -372,8 +372,7 @@ impl<'g> Lowering<'g> {
 
     /// Adds a kernel, listing as params every buffer its body touches.
     fn push_kernel(&mut self, base: &str, body: Vec<Stmt>) {
-        let mut used = Vec::new();
-        collect_buffers(&body, &mut used);
+        let used = lopper_ir::loops::buffers_used(&body);
         let params = self
             .module
             .buffers
@@ -1017,56 +1016,4 @@ fn nest_except(prefix: &str, dims: &[Dim], skip: usize, body: Vec<Stmt>) -> Vec<
         }
     }
     inner
-}
-
-fn collect_buffers(body: &[Stmt], out: &mut Vec<String>) {
-    fn expr(e: &Expr, out: &mut Vec<String>) {
-        match e {
-            Expr::Load { buffer, indices } => {
-                out.push(buffer.clone());
-                indices.iter().for_each(|i| expr(i, out));
-            }
-            Expr::Binary(_, a, b) => {
-                expr(a, out);
-                expr(b, out);
-            }
-            Expr::Unary(_, a) => expr(a, out),
-            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
-                expr(a, out);
-                expr(b, out);
-                expr(c, out);
-            }
-            Expr::Int(_) | Expr::Float(_) | Expr::Var(_) | Expr::Size(_) => {}
-        }
-    }
-    for s in body {
-        match s {
-            Stmt::For { lo, hi, body, .. } => {
-                expr(lo, out);
-                expr(hi, out);
-                collect_buffers(body, out);
-            }
-            Stmt::Let { init, .. } => expr(init, out),
-            Stmt::Assign { value, .. } => expr(value, out),
-            Stmt::Store {
-                buffer,
-                indices,
-                value,
-            } => {
-                out.push(buffer.clone());
-                indices.iter().for_each(|i| expr(i, out));
-                expr(value, out);
-            }
-            Stmt::If {
-                cond,
-                then,
-                otherwise,
-            } => {
-                expr(cond, out);
-                collect_buffers(then, out);
-                collect_buffers(otherwise, out);
-            }
-            Stmt::Alloc { .. } => {}
-        }
-    }
 }

@@ -12,11 +12,12 @@ use lopper_ir::tensor::strides;
 use lopper_ir::{Tensor, TensorType};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Val {
     I(i64),
     F(f32),
     B(bool),
+    V(Vec<f32>),
 }
 
 /// How a buffer name indexes memory: its shape and the storage it shows
@@ -178,10 +179,28 @@ impl Machine<'_> {
                 value,
             } => {
                 let v = self.float(value)?;
-                let (storage, at) = self.offset(buffer, indices)?;
+                let (storage, at) = self.offset(buffer, indices, 1)?;
                 self.storage
                     .get_mut(&storage)
                     .expect("every array has storage")[at] = v;
+            }
+            Stmt::VStore {
+                buffer,
+                indices,
+                value,
+                lanes,
+            } => {
+                let Val::V(v) = self.eval(value)? else {
+                    return Err(self.err("vstore of a scalar".into()));
+                };
+                if v.len() != *lanes as usize {
+                    return Err(self.err(format!("vstore<{lanes}> of {} lanes", v.len())));
+                }
+                let (storage, at) = self.offset(buffer, indices, *lanes as usize)?;
+                self.storage
+                    .get_mut(&storage)
+                    .expect("every array has storage")[at..at + v.len()]
+                    .copy_from_slice(&v);
             }
             Stmt::If {
                 cond,
@@ -205,7 +224,12 @@ impl Machine<'_> {
     }
 
     /// The storage and element offset of an access.
-    fn offset(&mut self, buffer: &str, indices: &[Expr]) -> Result<(String, usize), RunError> {
+    fn offset(
+        &mut self,
+        buffer: &str,
+        indices: &[Expr],
+        lanes: usize,
+    ) -> Result<(String, usize), RunError> {
         let mut idx = Vec::with_capacity(indices.len());
         for e in indices {
             idx.push(self.index(e)?);
@@ -218,8 +242,12 @@ impl Machine<'_> {
             return Err(self.err(format!("%{buffer} indexed with {} indices", idx.len())));
         }
         let mut at = 0;
+        if lanes > 1 && idx.is_empty() {
+            return Err(self.err(format!("%{buffer} has no dimension for {lanes} lanes")));
+        }
         for (d, (&i, &extent)) in idx.iter().zip(&a.shape).enumerate() {
-            if i < 0 || i as usize >= extent {
+            let width = if d + 1 == idx.len() { lanes } else { 1 };
+            if i < 0 || i as usize + width > extent {
                 return Err(self.err(format!(
                     "%{buffer}: index {i} is outside 0..{extent} in dim {d}"
                 )));
@@ -261,19 +289,19 @@ impl Machine<'_> {
                     .ok_or_else(|| self.err(format!("size `{s}` is not bound")))?
                     as i64,
             ),
-            Expr::Var(v) => *self
+            Expr::Var(v) => self
                 .vars
                 .iter()
                 .rev()
-                .find_map(|scope| scope.get(v))
+                .find_map(|scope| scope.get(v).cloned())
                 .ok_or_else(|| self.err(format!("use of undefined %{v}")))?,
             Expr::Load { buffer, indices } => {
-                let (storage, at) = self.offset(buffer, indices)?;
+                let (storage, at) = self.offset(buffer, indices, 1)?;
                 Val::F(self.storage[&storage][at])
             }
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);
-                binary(*op, a, b)
+                binary(*op, a.clone(), b.clone())
                     .ok_or_else(|| self.err(format!("`{}` on {a:?} and {b:?}", op.symbol())))?
             }
             Expr::Unary(op, a) => match (op, self.eval(a)?) {
@@ -282,24 +310,37 @@ impl Machine<'_> {
                         .ok_or_else(|| self.err("index overflow".into()))?,
                 ),
                 (UnOp::ToFloat, Val::I(v)) => Val::F(v as f32),
-                (op, Val::F(x)) => {
-                    let v = x as f64;
-                    Val::F(match op {
-                        UnOp::Neg => -x,
-                        UnOp::Exp => v.exp() as f32,
-                        UnOp::Log => v.ln() as f32,
-                        UnOp::Tanh => v.tanh() as f32,
-                        UnOp::Sqrt => x.sqrt(),
-                        UnOp::Erf => libm::erf(v) as f32,
-                        UnOp::ToFloat => return Err(self.err("`float` of an f32".into())),
-                    })
-                }
+                (UnOp::ToFloat, other) => return Err(self.err(format!("`float` of {other:?}"))),
+                (op, Val::F(x)) => Val::F(unary_f32(*op, x)),
+                (op, Val::V(v)) => Val::V(v.into_iter().map(|x| unary_f32(*op, x)).collect()),
                 (_, other) => return Err(self.err(format!("`{}` on {other:?}", op.name()))),
             },
-            Expr::Fma(a, b, c) => {
-                let (a, b, c) = (self.float(a)?, self.float(b)?, self.float(c)?);
-                Val::F(a.mul_add(b, c))
+            Expr::Fma(a, b, c) => match (self.eval(a)?, self.eval(b)?, self.eval(c)?) {
+                (Val::F(a), Val::F(b), Val::F(c)) => Val::F(a.mul_add(b, c)),
+                (Val::V(a), Val::V(b), Val::V(c)) if a.len() == b.len() && b.len() == c.len() => {
+                    Val::V(
+                        a.iter()
+                            .zip(&b)
+                            .zip(&c)
+                            .map(|((a, b), c)| a.mul_add(*b, *c))
+                            .collect(),
+                    )
+                }
+                other => return Err(self.err(format!("`fma` on {other:?}"))),
+            },
+            Expr::VLoad {
+                buffer,
+                indices,
+                lanes,
+            } => {
+                let (storage, at) = self.offset(buffer, indices, *lanes as usize)?;
+                Val::V(self.storage[&storage][at..at + *lanes as usize].to_vec())
             }
+            Expr::Broadcast(v, lanes) => Val::V(vec![self.float(v)?; *lanes as usize]),
+            Expr::HorizontalSum(v) => match self.eval(v)? {
+                Val::V(lanes) => Val::F(lanes.iter().sum()),
+                other => return Err(self.err(format!("`hsum` of {other:?}"))),
+            },
             Expr::Select(c, a, b) => {
                 if self.boolean(c)? {
                     self.eval(a)?
@@ -311,9 +352,36 @@ impl Machine<'_> {
     }
 }
 
+fn unary_f32(op: UnOp, x: f32) -> f32 {
+    let v = x as f64;
+    match op {
+        UnOp::Neg => -x,
+        UnOp::Exp => v.exp() as f32,
+        UnOp::Log => v.ln() as f32,
+        UnOp::Tanh => v.tanh() as f32,
+        UnOp::Sqrt => x.sqrt(),
+        UnOp::Erf => libm::erf(v) as f32,
+        UnOp::ToFloat => x,
+    }
+}
+
 fn binary(op: BinOp, a: Val, b: Val) -> Option<Val> {
     use BinOp::*;
     Some(match (a, b) {
+        (Val::V(x), Val::V(y))
+            if x.len() == y.len()
+                && !matches!(op, Lt | Le | Gt | Ge | Eq | Ne | And | Or | Rem) =>
+        {
+            let lanes: Option<Vec<f32>> = x
+                .iter()
+                .zip(&y)
+                .map(|(&a, &b)| match binary(op, Val::F(a), Val::F(b)) {
+                    Some(Val::F(r)) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            Val::V(lanes?)
+        }
         (Val::I(x), Val::I(y)) => match op {
             Add => Val::I(x.checked_add(y)?),
             Sub => Val::I(x.checked_sub(y)?),

@@ -143,12 +143,22 @@ impl Lowerer<'_, '_> {
         Ok(())
     }
 
-    fn clif_type(ty: ScalarType) -> types::Type {
-        match ty {
+    fn clif_type(&self, ty: ScalarType) -> Result<types::Type, BackendError> {
+        Ok(match ty {
             ScalarType::Index => types::I64,
             ScalarType::F32 => types::F32,
             ScalarType::Bool => types::I8,
-        }
+            ScalarType::Vector(4) => types::F32X4,
+            ScalarType::Vector(n) => {
+                return Err(self.err(format!(
+                    "Cranelift vectors are 128 bits (f32x4); f32x{n} needs another backend"
+                )))
+            }
+        })
+    }
+
+    fn vector_type(&self, lanes: u32) -> Result<types::Type, BackendError> {
+        self.clif_type(ScalarType::Vector(lanes))
     }
 
     fn stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
@@ -183,7 +193,8 @@ impl Lowerer<'_, '_> {
             }
             Stmt::Let { var, ty, init } => {
                 let value = self.expr(init)?;
-                let v = self.b.declare_var(Self::clif_type(*ty));
+                let clif_type = self.clif_type(*ty)?;
+                let v = self.b.declare_var(clif_type);
                 self.b.def_var(v, value);
                 self.vars
                     .last_mut()
@@ -203,6 +214,20 @@ impl Lowerer<'_, '_> {
                 let value = self.expr(value)?;
                 let addr = self.address(buffer, indices)?;
                 self.b.ins().store(MemFlagsData::trusted(), value, addr, 0);
+            }
+            Stmt::VStore {
+                buffer,
+                indices,
+                value,
+                lanes,
+            } => {
+                self.vector_type(*lanes)?;
+                let value = self.expr(value)?;
+                let addr = self.address(buffer, indices)?;
+                // Lanes need not be 16-byte aligned.
+                self.b
+                    .ins()
+                    .store(MemFlagsData::new().with_notrap(), value, addr, 0);
             }
             Stmt::If {
                 cond,
@@ -269,7 +294,10 @@ impl Lowerer<'_, '_> {
     fn type_of(&self, e: &Expr) -> ScalarType {
         match e {
             Expr::Int(_) | Expr::Size(_) => ScalarType::Index,
-            Expr::Float(_) | Expr::Load { .. } | Expr::Fma(..) => ScalarType::F32,
+            Expr::Float(_) | Expr::Load { .. } => ScalarType::F32,
+            Expr::Fma(a, _, _) => self.type_of(a),
+            Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
+            Expr::HorizontalSum(_) => ScalarType::F32,
             Expr::Var(v) => self.var(v).map_or(ScalarType::F32, |(_, t)| t),
             Expr::Binary(op, a, _) => match op {
                 BinOp::Lt
@@ -307,7 +335,7 @@ impl Lowerer<'_, '_> {
                     .load(types::F32, MemFlagsData::trusted(), addr, 0)
             }
             Expr::Binary(op, a, c) => {
-                let float = self.type_of(a) == ScalarType::F32;
+                let float = matches!(self.type_of(a), ScalarType::F32 | ScalarType::Vector(_));
                 let (x, y) = (self.expr(a)?, self.expr(c)?);
                 let ins = self.b.ins();
                 match (op, float) {
@@ -354,10 +382,10 @@ impl Lowerer<'_, '_> {
                 }
             }
             Expr::Unary(op, a) => {
-                let index = self.type_of(a) == ScalarType::Index;
+                let operand_type = self.type_of(a);
                 let x = self.expr(a)?;
                 match op {
-                    UnOp::Neg if index => self.b.ins().ineg(x),
+                    UnOp::Neg if operand_type == ScalarType::Index => self.b.ins().ineg(x),
                     UnOp::ToFloat => self.b.ins().fcvt_from_sint(types::F32, x),
                     UnOp::Neg => self.b.ins().fneg(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
@@ -365,10 +393,53 @@ impl Lowerer<'_, '_> {
                         let f = *self.libm.get(other).ok_or_else(|| {
                             self.err(format!("no function for `{}`", other.name()))
                         })?;
-                        let call = self.b.ins().call(f, &[x]);
-                        self.b.inst_results(call)[0]
+                        match operand_type {
+                            // The C library works lane by lane.
+                            ScalarType::Vector(lanes) => {
+                                let mut v = x;
+                                for lane in 0..lanes as u8 {
+                                    let scalar = self.b.ins().extractlane(x, lane);
+                                    let call = self.b.ins().call(f, &[scalar]);
+                                    let r = self.b.inst_results(call)[0];
+                                    v = self.b.ins().insertlane(v, r, lane);
+                                }
+                                v
+                            }
+                            _ => {
+                                let call = self.b.ins().call(f, &[x]);
+                                self.b.inst_results(call)[0]
+                            }
+                        }
                     }
                 }
+            }
+            Expr::VLoad {
+                buffer,
+                indices,
+                lanes,
+            } => {
+                let ty = self.vector_type(*lanes)?;
+                let addr = self.address(buffer, indices)?;
+                self.b
+                    .ins()
+                    .load(ty, MemFlagsData::new().with_notrap(), addr, 0)
+            }
+            Expr::Broadcast(v, lanes) => {
+                let ty = self.vector_type(*lanes)?;
+                let x = self.expr(v)?;
+                self.b.ins().splat(ty, x)
+            }
+            Expr::HorizontalSum(v) => {
+                let ScalarType::Vector(lanes) = self.type_of(v) else {
+                    return Err(self.err("`hsum` of a scalar".into()));
+                };
+                let x = self.expr(v)?;
+                let mut sum = self.b.ins().extractlane(x, 0u8);
+                for lane in 1..lanes as u8 {
+                    let e = self.b.ins().extractlane(x, lane);
+                    sum = self.b.ins().fadd(sum, e);
+                }
+                sum
             }
             Expr::Fma(a, c, d) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(c)?, self.expr(d)?);

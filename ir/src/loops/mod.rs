@@ -10,8 +10,9 @@
 //! are `f32`. The text form (`.lir`) prints and parses back exactly; the
 //! verifier types every expression and proves every access in bounds.
 //!
-//! Vector forms arrive with the `vectorize` pass; the loop kinds they need
-//! (`vectorize<N>`, `unroll`, `parallel`) already print and parse.
+//! Vector forms (`f32xN` values, `vload`, `vstore`, `broadcast`, `hsum`) are
+//! what the `vectorize` pass will write; they print, parse, verify, run in the
+//! loop interpreter and compile with Cranelift (4 lanes) today.
 
 mod interval;
 mod parser;
@@ -92,15 +93,18 @@ pub enum ScalarType {
     F32,
     /// A condition.
     Bool,
+    /// A vector of `f32` lanes (`f32x4`).
+    Vector(u32),
 }
 
 impl ScalarType {
     /// The name in text.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            ScalarType::Index => "index",
-            ScalarType::F32 => "f32",
-            ScalarType::Bool => "bool",
+            ScalarType::Index => "index".into(),
+            ScalarType::F32 => "f32".into(),
+            ScalarType::Bool => "bool".into(),
+            ScalarType::Vector(n) => format!("f32x{n}"),
         }
     }
 }
@@ -240,6 +244,20 @@ pub enum Expr {
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
     /// `select(c, a, b)`: `a` if `c` else `b`.
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `vload<N>(%buf[i, j])`: `N` consecutive elements along the last
+    /// dimension, starting at the index, as an `f32xN`.
+    VLoad {
+        /// The buffer.
+        buffer: String,
+        /// The index of the first lane.
+        indices: Vec<Expr>,
+        /// The lane count.
+        lanes: u32,
+    },
+    /// `broadcast<N>(x)`: an `f32` in every lane.
+    Broadcast(Box<Expr>, u32),
+    /// `hsum(v)`: the sum of a vector's lanes, an `f32`.
+    HorizontalSum(Box<Expr>),
 }
 
 impl Expr {
@@ -309,6 +327,18 @@ pub enum Stmt {
         /// Taken when false (may be empty).
         otherwise: Vec<Stmt>,
     },
+    /// `vstore<N> %buf[i, j] = v`: the lanes of an `f32xN` into `N`
+    /// consecutive elements along the last dimension.
+    VStore {
+        /// The buffer.
+        buffer: String,
+        /// The index of the first lane.
+        indices: Vec<Expr>,
+        /// The vector.
+        value: Expr,
+        /// The lane count.
+        lanes: u32,
+    },
     /// `alloc %t: f32[dims]`: a local array for the rest of the block.
     Alloc {
         /// Its name.
@@ -365,4 +395,72 @@ impl Module {
     pub fn buffers_of(&self, kind: BufferKind) -> impl Iterator<Item = &Buffer> {
         self.buffers.iter().filter(move |b| b.kind == kind)
     }
+}
+
+/// The names of the buffers (module buffers and local arrays) that `body`
+/// loads from or stores to, in order of appearance, with repeats.
+pub fn buffers_used(body: &[Stmt]) -> Vec<String> {
+    fn expr(e: &Expr, out: &mut Vec<String>) {
+        match e {
+            Expr::Load { buffer, indices }
+            | Expr::VLoad {
+                buffer, indices, ..
+            } => {
+                out.push(buffer.clone());
+                indices.iter().for_each(|i| expr(i, out));
+            }
+            Expr::Binary(_, a, b) => {
+                expr(a, out);
+                expr(b, out);
+            }
+            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::HorizontalSum(a) => expr(a, out),
+            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
+                expr(a, out);
+                expr(b, out);
+                expr(c, out);
+            }
+            Expr::Int(_) | Expr::Float(_) | Expr::Var(_) | Expr::Size(_) => {}
+        }
+    }
+    fn block(body: &[Stmt], out: &mut Vec<String>) {
+        for s in body {
+            match s {
+                Stmt::For { lo, hi, body, .. } => {
+                    expr(lo, out);
+                    expr(hi, out);
+                    block(body, out);
+                }
+                Stmt::Let { init, .. } => expr(init, out),
+                Stmt::Assign { value, .. } => expr(value, out),
+                Stmt::Store {
+                    buffer,
+                    indices,
+                    value,
+                }
+                | Stmt::VStore {
+                    buffer,
+                    indices,
+                    value,
+                    ..
+                } => {
+                    out.push(buffer.clone());
+                    indices.iter().for_each(|i| expr(i, out));
+                    expr(value, out);
+                }
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    expr(cond, out);
+                    block(then, out);
+                    block(otherwise, out);
+                }
+                Stmt::Alloc { .. } => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    block(body, &mut out);
+    out
 }

@@ -224,10 +224,16 @@ fn statement(p: Pair<Rule>) -> Result<Stmt, Diagnostic> {
         }
         Rule::let_stmt => {
             let var = name_of(&it.next().expect("grammar: var"));
-            let ty = match it.next().expect("grammar: type").as_str() {
+            let t = it.next().expect("grammar: type");
+            let ty = match t.as_str() {
                 "index" => ScalarType::Index,
                 "f32" => ScalarType::F32,
-                _ => ScalarType::Bool,
+                "bool" => ScalarType::Bool,
+                _ => {
+                    let vector = t.into_inner().next().expect("grammar: vector type");
+                    let lanes = vector.into_inner().next().expect("grammar: lane count");
+                    ScalarType::Vector(lane_count(&lanes)?)
+                }
             };
             let init = expr(it.next().expect("grammar: init"))?;
             Stmt::Let { var, ty, init }
@@ -244,6 +250,18 @@ fn statement(p: Pair<Rule>) -> Result<Stmt, Diagnostic> {
                 buffer,
                 indices: parts,
                 value,
+            }
+        }
+        Rule::vstore_stmt => {
+            let lanes = lane_count(&it.next().expect("grammar: lanes"))?;
+            let buffer = name_of(&it.next().expect("grammar: buffer"));
+            let mut parts: Vec<Expr> = it.map(expr).collect::<Result<_, _>>()?;
+            let value = parts.pop().expect("grammar: value");
+            Stmt::VStore {
+                buffer,
+                indices: parts,
+                value,
+                lanes,
             }
         }
         Rule::if_stmt => {
@@ -271,6 +289,15 @@ fn statement(p: Pair<Rule>) -> Result<Stmt, Diagnostic> {
         }
         _ => unreachable!("grammar: statement alternatives"),
     })
+}
+
+/// A lane count: a positive integer up to 64.
+fn lane_count(p: &Pair<Rule>) -> Result<u32, Diagnostic> {
+    p.as_str()
+        .parse()
+        .ok()
+        .filter(|&n: &u32| (1..=64).contains(&n))
+        .ok_or_else(|| Diagnostic::at(span(p), "a lane count is an integer from 1 to 64", "here"))
 }
 
 fn expr(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
@@ -321,6 +348,23 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
             let indices = it.map(expr).collect::<Result<_, _>>()?;
             Expr::Load { buffer, indices }
         }
+        Rule::vload => {
+            let mut it = p.into_inner();
+            let lanes = lane_count(&it.next().expect("grammar: lanes"))?;
+            match primary(it.next().expect("grammar: load"))? {
+                Expr::Load { buffer, indices } => Expr::VLoad {
+                    buffer,
+                    indices,
+                    lanes,
+                },
+                _ => unreachable!("grammar: vload holds a load"),
+            }
+        }
+        Rule::broadcast => {
+            let mut it = p.into_inner();
+            let lanes = lane_count(&it.next().expect("grammar: lanes"))?;
+            Expr::Broadcast(Box::new(expr(it.next().expect("grammar: value"))?), lanes)
+        }
         Rule::call => {
             let mut it = p.into_inner();
             let f = it.next().expect("grammar: function").as_str().to_string();
@@ -344,6 +388,7 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                 "max" => Expr::Binary(BinOp::Max, next(), next()),
                 "fma" => Expr::Fma(next(), next(), next()),
                 "select" => Expr::Select(next(), next(), next()),
+                "hsum" => Expr::HorizontalSum(next()),
                 other => Expr::Unary(
                     match other {
                         "exp" => UnOp::Exp,

@@ -122,6 +122,19 @@ fn print_stmt(out: &mut String, s: &Stmt, depth: usize) {
                 out.push_str("}\n");
             }
         }
+        Stmt::VStore {
+            buffer,
+            indices,
+            value,
+            lanes,
+        } => {
+            let _ = writeln!(
+                out,
+                "vstore<{lanes}> %{buffer}[{}] = {}",
+                list(indices),
+                expr_text(value)
+            );
+        }
         Stmt::Alloc { name, dims } => {
             let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
             let _ = writeln!(out, "alloc %{name}: f32[{}]", dims.join(","));
@@ -189,6 +202,19 @@ fn write_expr(out: &mut String, e: &Expr) {
                 expr_text(a),
                 expr_text(b)
             );
+        }
+        Expr::VLoad {
+            buffer,
+            indices,
+            lanes,
+        } => {
+            let _ = write!(out, "vload<{lanes}>(%{buffer}[{}])", list(indices));
+        }
+        Expr::Broadcast(v, lanes) => {
+            let _ = write!(out, "broadcast<{lanes}>({})", expr_text(v));
+        }
+        Expr::HorizontalSum(v) => {
+            let _ = write!(out, "hsum({})", expr_text(v));
         }
     }
 }

@@ -304,7 +304,27 @@ impl Checker<'_> {
                         ));
                     }
                 }
-                self.access(buffer, indices);
+                self.access(buffer, indices, 1);
+            }
+            Stmt::VStore {
+                buffer,
+                indices,
+                value,
+                lanes,
+            } => {
+                self.expect(value, ScalarType::Vector(*lanes), "a stored vector");
+                if let Some(b) = self.module.buffer(buffer) {
+                    if matches!(
+                        b.kind,
+                        BufferKind::In | BufferKind::Const | BufferKind::View
+                    ) {
+                        self.error(format!(
+                            "%{buffer} is {} and cannot be written",
+                            b.kind.name()
+                        ));
+                    }
+                }
+                self.access(buffer, indices, *lanes);
             }
             Stmt::If {
                 cond,
@@ -381,7 +401,9 @@ impl Checker<'_> {
         facts
     }
 
-    fn access(&mut self, buffer: &str, indices: &[Expr]) {
+    /// Checks an access of `lanes` consecutive elements (1 for a scalar)
+    /// along the last dimension.
+    fn access(&mut self, buffer: &str, indices: &[Expr], lanes: u32) {
         let dims: Vec<Affine> = if let Some(d) = self.alloc_dims(buffer) {
             d.iter().map(|&n| Affine::constant(n as i64)).collect()
         } else if let Some(b) = self.module.buffer(buffer) {
@@ -410,18 +432,32 @@ impl Checker<'_> {
             ));
             return;
         }
+        if lanes > 1 && indices.is_empty() {
+            self.error(format!("%{buffer} has no dimension to hold {lanes} lanes"));
+            return;
+        }
         for (axis, (index, extent)) in indices.iter().zip(&dims).enumerate() {
             self.expect(index, ScalarType::Index, "an index");
             let r = self.range(index);
-            let last = extent.sub(&Affine::constant(1));
+            let width = if axis + 1 == indices.len() {
+                lanes as i64
+            } else {
+                1
+            };
+            let last = extent.sub(&Affine::constant(width));
             let low_ok =
                 r.lo.as_ref()
                     .is_some_and(|l| Affine::constant(0).provably_le(l));
             let high_ok = matches!((&r.hi, &last), (Some(h), Some(e)) if h.provably_le(e));
             if !(low_ok && high_ok) {
                 let list: Vec<String> = indices.iter().map(expr_text).collect();
+                let lanes_note = if width > 1 {
+                    format!(" (with {width} lanes from each)")
+                } else {
+                    String::new()
+                };
                 self.error(format!(
-                    "%{buffer}[{}]: index {axis} (`{}`) ranges over {r}, outside 0..{extent} of dim {axis}",
+                    "%{buffer}[{}]: index {axis} (`{}`) ranges over {r}{lanes_note}, outside 0..{extent} of dim {axis}",
                     list.join(", "),
                     expr_text(index)
                 ));
@@ -463,9 +499,28 @@ impl Checker<'_> {
                 }
             },
             Expr::Load { buffer, indices } => {
-                self.access(buffer, indices);
+                self.access(buffer, indices, 1);
                 F32
             }
+            Expr::VLoad {
+                buffer,
+                indices,
+                lanes,
+            } => {
+                self.access(buffer, indices, *lanes);
+                Vector(*lanes)
+            }
+            Expr::Broadcast(v, lanes) => {
+                self.expect(v, F32, "a broadcast value");
+                Vector(*lanes)
+            }
+            Expr::HorizontalSum(v) => match self.type_of(v)? {
+                Vector(_) => F32,
+                other => {
+                    self.error(format!("`hsum` needs a vector, got {}", other.name()));
+                    return None;
+                }
+            },
             Expr::Binary(op, a, b) => {
                 let (ta, tb) = (self.type_of(a)?, self.type_of(b)?);
                 if ta != tb {
@@ -477,9 +532,14 @@ impl Checker<'_> {
                     ));
                     return None;
                 }
+                let comparison = matches!(
+                    op,
+                    BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne
+                );
                 let ok = match op {
                     BinOp::And | BinOp::Or => ta == Bool,
                     BinOp::Rem => ta == Index,
+                    _ if comparison => ta == Index || ta == F32,
                     _ => ta != Bool,
                 };
                 if !ok {
@@ -513,17 +573,23 @@ impl Checker<'_> {
             }
             Expr::Unary(op, a) => {
                 let t = self.type_of(a)?;
-                if t != F32 && !(*op == UnOp::Neg && t == Index) {
+                let allowed = matches!(t, F32 | Vector(_)) || (*op == UnOp::Neg && t == Index);
+                if !allowed {
                     self.error(format!("`{}` needs f32, got {}", op.name(), t.name()));
                     return None;
                 }
                 t
             }
             Expr::Fma(a, b, c) => {
-                for x in [a, b, c] {
-                    self.expect(x, F32, "an fma operand");
+                let t = self.type_of(a)?;
+                if !matches!(t, F32 | Vector(_)) {
+                    self.error(format!("`fma` needs f32 or vectors, got {}", t.name()));
+                    return None;
                 }
-                F32
+                for x in [b, c] {
+                    self.expect(x, t, "an fma operand");
+                }
+                t
             }
             Expr::Select(c, a, b) => {
                 self.expect(c, Bool, "a select condition");
