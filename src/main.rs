@@ -134,6 +134,10 @@ enum Command {
         /// The shared object to write; its name gives the entry point `NAME_run`.
         #[arg(short, long, value_name = "libNAME.so")]
         output: PathBuf,
+        /// What to write beside it (comma-separated): so, h, obj (NAME.o), gir
+        /// (NAME.gir, after the graph passes), lir (NAME.lir), clif (NAME.clif).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "so,h")]
+        emit: Vec<Artifact>,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -150,6 +154,23 @@ enum Emit {
     /// Loop IR text (lowers after the pipeline unless it already did).
     Lir,
     /// Cranelift IR of every kernel and of the C entry point (lowers first).
+    Clif,
+}
+
+/// What `lopper compile` writes.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Artifact {
+    /// The shared object (`-o`).
+    So,
+    /// The C header `NAME.h`.
+    H,
+    /// The relocatable object `NAME.o`.
+    Obj,
+    /// The graph IR after the graph passes, `NAME.gir`.
+    Gir,
+    /// The loop IR that is compiled, `NAME.lir`.
+    Lir,
+    /// The Cranelift IR, `NAME.clif`.
     Clif,
 }
 
@@ -421,60 +442,9 @@ fn execute(command: Command) -> Result<()> {
         Command::Compile {
             file,
             output,
+            emit,
             pipeline,
-        } => {
-            let (ir, steps) =
-                load_and_optimize_counted(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
-            let Ir::Loops(m) = &ir else {
-                bail!("internal error: compile needs loop IR")
-            };
-            let stem = output.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
-                anyhow!(
-                    "-o `{}`: expected a file name like libNAME.so",
-                    output.display()
-                )
-            })?;
-            let name = stem.strip_prefix("lib").unwrap_or(stem);
-            let artifact =
-                lopper_backends::cranelift::compile_object(m, name, &file.display().to_string())?;
-            if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| anyhow!("cannot create `{}`: {e}", parent.display()))?;
-            }
-            lopper_backends::cranelift::link_shared(&artifact.object, &output)?;
-            let header = output.with_file_name(format!(
-                "{}.h",
-                lopper_backends::cranelift::artifact::c_identifier(name)
-            ));
-            std::fs::write(&header, &artifact.header)
-                .map_err(|e| anyhow!("cannot write `{}`: {e}", header.display()))?;
-            if let Some(dir) = &pipeline.dump_dir {
-                // The numbering goes on from the last pass to code generation.
-                let last = std::fs::read_dir(dir)
-                    .ok()
-                    .and_then(|entries| {
-                        entries
-                            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                            .filter(|n| n.starts_with(&format!("{steps:02}-")))
-                            .max()
-                    })
-                    .unwrap_or_default();
-                let path = dir.join(format!("{:02}-cranelift.clif", steps + 1));
-                let text = format!(
-                    "; lopper dump {} --emit clif\n{}",
-                    dir.join(last).display(),
-                    artifact.clif
-                );
-                std::fs::write(&path, text)
-                    .map_err(|e| anyhow!("cannot write `{}`: {e}", path.display()))?;
-            }
-            println!(
-                "wrote {} (entry point `{}`) and {}",
-                output.display(),
-                artifact.entry,
-                header.display()
-            );
-        }
+        } => compile_model(&file, &output, &emit, &pipeline)?,
         Command::Passes => {
             for p in PASSES {
                 println!("{:<16} {}", p.name, p.description);
@@ -508,6 +478,97 @@ fn execute_on(
             bail!("internal error: the Cranelift backend needs loop IR")
         }
     }
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+    std::fs::write(path, contents).map_err(|e| anyhow!("cannot write `{}`: {e}", path.display()))
+}
+
+/// `lopper compile`: the pipeline, lowering, code generation, and the files
+/// `emit` asks for beside `output`.
+fn compile_model(
+    file: &Path,
+    output: &Path,
+    emit: &[Artifact],
+    pipeline: &PipelineArgs,
+) -> Result<()> {
+    let stem = output.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
+        anyhow!(
+            "-o `{}`: expected a file name like libNAME.so",
+            output.display()
+        )
+    })?;
+    let name = stem.strip_prefix("lib").unwrap_or(stem);
+    let c_name = lopper_backends::cranelift::artifact::c_identifier(name);
+    let beside = |ext: &str| output.with_file_name(format!("{c_name}.{ext}"));
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow!("cannot create `{}`: {e}", parent.display()))?;
+    }
+    let mut written = Vec::new();
+    if emit.contains(&Artifact::Gir) && file.extension().is_none_or(|e| e != "lir") {
+        // The graph after the graph passes, without printing or dumping again.
+        let quiet = PipelineArgs {
+            print_before: vec![],
+            print_after: vec![],
+            print_before_all: false,
+            print_after_all: false,
+            dump_dir: None,
+            time_passes: false,
+            ..pipeline.clone()
+        };
+        let ir = load_and_optimize(file, &quiet, lopper_passes::DEFAULT_PIPELINE, false)?;
+        write_file(&beside("gir"), ir.print().as_bytes())?;
+        written.push(beside("gir"));
+    }
+    let (ir, steps) =
+        load_and_optimize_counted(file, pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
+    let Ir::Loops(m) = &ir else {
+        bail!("internal error: compile needs loop IR")
+    };
+    let artifact =
+        lopper_backends::cranelift::compile_object(m, name, &file.display().to_string())?;
+    for (kind, ext, contents) in [
+        (Artifact::Lir, "lir", ir.print().into_bytes()),
+        (Artifact::Clif, "clif", artifact.clif.clone().into_bytes()),
+        (Artifact::Obj, "o", artifact.object.clone()),
+        (Artifact::H, "h", artifact.header.clone().into_bytes()),
+    ] {
+        if emit.contains(&kind) {
+            write_file(&beside(ext), &contents)?;
+            written.push(beside(ext));
+        }
+    }
+    if emit.contains(&Artifact::So) {
+        lopper_backends::cranelift::link_shared(&artifact.object, output)?;
+        written.insert(0, output.to_path_buf());
+    }
+    if let Some(dir) = &pipeline.dump_dir {
+        // The numbering goes on from the last pass to code generation.
+        let last = std::fs::read_dir(dir)
+            .ok()
+            .and_then(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(&format!("{steps:02}-")))
+                    .max()
+            })
+            .unwrap_or_default();
+        let path = dir.join(format!("{:02}-cranelift.clif", steps + 1));
+        let text = format!(
+            "; lopper dump {} --emit clif\n{}",
+            dir.join(last).display(),
+            artifact.clif
+        );
+        write_file(&path, text.as_bytes())?;
+    }
+    let list: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "wrote {} (entry point `{}`)",
+        list.join(", "),
+        artifact.entry
+    );
+    Ok(())
 }
 
 /// A model ready to run: IR on a backend, or a compiled library.

@@ -332,3 +332,53 @@ fn compile_dumps_every_stage_through_clif() {
     assert_eq!(again, body);
     assert!(body.contains("; kernel @conv2d_relu_0") && body.contains("; entry point lenet5_run"));
 }
+
+/// `compile --emit` writes what it is asked for; the IR files parse back.
+#[test]
+fn compile_emits_the_requested_files() {
+    let dir = scratch("compile-emit");
+    let model = root().join("examples/mlp.lop");
+    let (code, out, err) = lopper(
+        &dir,
+        &[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            "libmlp.so",
+            "--emit",
+            "obj,gir,lir,clif",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("wrote mlp.gir, mlp.lir, mlp.clif, mlp.o"),
+        "{out}"
+    );
+    assert!(!dir.join("libmlp.so").exists() && !dir.join("mlp.h").exists());
+    let gir = std::fs::read_to_string(dir.join("mlp.gir")).unwrap();
+    assert_eq!(
+        lopper_ir::graph::print_gir(&lopper_ir::graph::parse_gir(&gir).unwrap()),
+        gir
+    );
+    let lir = std::fs::read_to_string(dir.join("mlp.lir")).unwrap();
+    assert_eq!(
+        lopper_ir::loops::print_lir(&lopper_ir::loops::parse_lir(&lir).unwrap()),
+        lir
+    );
+    assert!(std::fs::read(dir.join("mlp.o"))
+        .unwrap()
+        .starts_with(b"\x7fELF"));
+    let (code, _, err) = lopper(
+        &dir,
+        &[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            "libmlp.so",
+            "--emit",
+            "so,exe",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid value 'exe'"), "{err}");
+}
