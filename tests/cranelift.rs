@@ -5,7 +5,6 @@
 mod common;
 
 use lopper_backends::cranelift::compile_jit;
-use lopper_passes::{Instrumentation, Ir, PassManager};
 use std::collections::{BTreeMap, HashMap};
 
 const RTOL: f32 = 1e-4;
@@ -13,22 +12,7 @@ const ATOL: f32 = 1e-5;
 
 fn check(path: &str, size: &str, values: &[usize]) {
     let graph = common::load(path);
-    let mut ir = Ir::Graph(graph.clone());
-    let pipeline = format!(
-        "{},lower-to-loops,plan-memory",
-        lopper_passes::DEFAULT_PIPELINE
-    );
-    let instrumentation = Instrumentation {
-        verify_each: true,
-        ..Default::default()
-    };
-    PassManager::new(&pipeline, instrumentation)
-        .unwrap()
-        .run_ir(&mut ir, &mut std::io::sink())
-        .unwrap();
-    let Ir::Loops(module) = ir else {
-        panic!("lowered")
-    };
+    let module = common::lowered(&graph);
     let jit = compile_jit(&module).unwrap_or_else(|e| panic!("{path}: {e}"));
     for &v in values {
         let bound = BTreeMap::from([(size.to_string(), v)]);

@@ -8,7 +8,6 @@
 mod common;
 
 use lopper_backends::cranelift::compile_jit;
-use lopper_passes::{Instrumentation, Ir, PassManager};
 use std::collections::{BTreeMap, HashMap};
 
 const RTOL: f32 = 1e-4;
@@ -48,22 +47,7 @@ fn jit_and_loops(name: &str, body: &str, batches: &[usize]) {
                 lopper_ir::diagnostic::render(name, &source, &d)
             )
         });
-    let mut ir = Ir::Graph(graph.clone());
-    let pipeline = format!(
-        "{},lower-to-loops,plan-memory",
-        lopper_passes::DEFAULT_PIPELINE
-    );
-    let instrumentation = Instrumentation {
-        verify_each: true,
-        ..Default::default()
-    };
-    PassManager::new(&pipeline, instrumentation)
-        .unwrap()
-        .run_ir(&mut ir, &mut std::io::sink())
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let Ir::Loops(module) = ir else {
-        unreachable!()
-    };
+    let module = common::lowered(&graph);
     let jit = compile_jit(&module).unwrap_or_else(|e| panic!("{name}: {e}"));
     for &b in batches {
         let bound = BTreeMap::from([("b".to_string(), b)]);

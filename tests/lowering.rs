@@ -6,28 +6,14 @@ mod common;
 
 use lopper_ir::loops::{parse_lir, print_lir};
 use lopper_passes::lower_to_loops::lower_to_loops;
-use lopper_passes::{Instrumentation, PassManager, DEFAULT_PIPELINE};
 use std::collections::{BTreeMap, HashMap};
 
 /// The loop interpreter sums in f32 with fma, the graph interpreter in f64.
 const RTOL: f32 = 1e-4;
 const ATOL: f32 = 1e-5;
 
-fn optimized(path: &str) -> lopper_ir::Graph {
-    let mut g = common::load(path);
-    let instrumentation = Instrumentation {
-        verify_each: true,
-        ..Default::default()
-    };
-    PassManager::new(DEFAULT_PIPELINE, instrumentation)
-        .unwrap()
-        .run(&mut g, &mut std::io::sink())
-        .unwrap();
-    g
-}
-
 fn check(path: &str, sizes: &[(&str, usize)]) -> lopper_ir::loops::Module {
-    let g = optimized(path);
+    let g = common::optimized(&common::load(path));
     let m = lower_to_loops(&g).unwrap_or_else(|e| panic!("{path}: {e}"));
     let text = print_lir(&m);
     let parsed = parse_lir(&text).unwrap_or_else(|d| {

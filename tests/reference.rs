@@ -7,27 +7,12 @@
 mod common;
 
 use common::{assert_close, load, read, tensor};
-use lopper_ir::Graph;
-use lopper_passes::{Instrumentation, PassManager, DEFAULT_PIPELINE};
 use std::collections::{BTreeMap, HashMap};
 
 /// ONNX Runtime accumulates in f32, the interpreter in f64: agreement to
 /// 1e-4 relative, with an absolute floor of 1e-5 for values near zero.
 const RTOL: f32 = 1e-4;
 const ATOL: f32 = 1e-5;
-
-fn optimized(g: &Graph) -> Graph {
-    let mut g = g.clone();
-    let instrumentation = Instrumentation {
-        verify_each: true,
-        ..Default::default()
-    };
-    PassManager::new(DEFAULT_PIPELINE, instrumentation)
-        .unwrap()
-        .run(&mut g, &mut std::io::sink())
-        .unwrap();
-    g
-}
 
 fn check(model: &str, inputs: &[(&str, &str)], data: &str, expected: &str) {
     let built = load(model);
@@ -38,7 +23,7 @@ fn check(model: &str, inputs: &[(&str, &str)], data: &str, expected: &str) {
     let want = tensor(read(data, expected));
     for (stage, g) in [
         ("as built", built.clone()),
-        ("after the default pipeline", optimized(&built)),
+        ("after the default pipeline", common::optimized(&built)),
     ] {
         let out = lopper_runtime::run_graph(&g, &feeds, &BTreeMap::new()).unwrap();
         assert_close(&format!("{model} {stage}"), &out[0].1, &want, RTOL, ATOL);
@@ -110,7 +95,7 @@ fn every_op_matches_onnx_runtime() {
 /// scikit-learn's probabilities for the 360 test digits, within 1e-5.
 #[test]
 fn digits_mlp_matches_scikit_learn() {
-    let g = optimized(&load("examples/digits_mlp.lop"));
+    let g = common::optimized(&load("examples/digits_mlp.lop"));
     let data = "../shared/data/digits/digits.safetensors";
     let x = tensor(read(data, "test_x"));
     let labels = read(data, "test_y").values;

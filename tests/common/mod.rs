@@ -70,3 +70,40 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir is writable");
     dir
 }
+
+/// Runs `pipeline` on `ir` with the verifier after every pass.
+pub fn run_pipeline(mut ir: lopper_passes::Ir, pipeline: &str) -> lopper_passes::Ir {
+    let instrumentation = lopper_passes::Instrumentation {
+        verify_each: true,
+        ..Default::default()
+    };
+    lopper_passes::PassManager::new(pipeline, instrumentation)
+        .unwrap()
+        .run_ir(&mut ir, &mut std::io::sink())
+        .unwrap_or_else(|e| panic!("{pipeline}: {e}"));
+    ir
+}
+
+/// `g` after the default graph pipeline.
+pub fn optimized(g: &Graph) -> Graph {
+    match run_pipeline(
+        lopper_passes::Ir::Graph(g.clone()),
+        lopper_passes::DEFAULT_PIPELINE,
+    ) {
+        lopper_passes::Ir::Graph(g) => g,
+        lopper_passes::Ir::Loops(_) => unreachable!("the default pipeline does not lower"),
+    }
+}
+
+/// `g` as the code generators get it: the default pipeline, lowering and
+/// memory planning.
+pub fn lowered(g: &Graph) -> lopper_ir::loops::Module {
+    let pipeline = format!(
+        "{},lower-to-loops,plan-memory",
+        lopper_passes::DEFAULT_PIPELINE
+    );
+    match run_pipeline(lopper_passes::Ir::Graph(g.clone()), &pipeline) {
+        lopper_passes::Ir::Loops(m) => m,
+        lopper_passes::Ir::Graph(_) => unreachable!("the pipeline lowers"),
+    }
+}

@@ -9,13 +9,12 @@
 //! frees it. Constants are read-only data in the object: the library needs
 //! nothing but libc and libm.
 
-use super::codegen::{declare_libm, define_kernel, kernel_signature};
+use super::codegen::{declare_libm, define_kernel, host_isa, kernel_signature};
 use crate::BackendError;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, AbiParam, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
 };
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, Linkage, Module as ClifModule};
 use cranelift_object::{ObjectBuilder, ObjectModule};
@@ -60,23 +59,9 @@ pub fn c_identifier(name: &str) -> String {
 
 /// Compiles `m` into an object whose entry point is `{prefix}_run`.
 pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact, BackendError> {
-    lopper_ir::loops::verify_module(m).map_err(|errs| {
-        BackendError::Codegen(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let isa = host_isa(m, true)?;
     let prefix = c_identifier(prefix);
     let codegen = |e: &dyn std::fmt::Display| BackendError::Codegen(e.to_string());
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(|e| codegen(&e))?;
-    flags.set("is_pic", "true").map_err(|e| codegen(&e))?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| BackendError::Codegen(format!("this host is not supported: {e}")))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| codegen(&e))?;
     let builder = ObjectBuilder::new(
         isa,
         prefix.clone(),

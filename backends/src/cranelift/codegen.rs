@@ -13,6 +13,39 @@ use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
 use lopper_ir::Dim;
 use std::collections::HashMap;
 
+/// Verifies `m` and builds the host's ISA (`opt_level = speed`, the host's
+/// features): position independent for shared objects, not for the JIT.
+pub fn host_isa(
+    m: &Module,
+    pic: bool,
+) -> Result<cranelift_codegen::isa::OwnedTargetIsa, BackendError> {
+    use cranelift_codegen::settings::{self, Configurable};
+    lopper_ir::loops::verify_module(m).map_err(|errs| {
+        BackendError::Codegen(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let codegen = |e: settings::SetError| BackendError::Codegen(e.to_string());
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(codegen)?;
+    flags
+        .set("is_pic", if pic { "true" } else { "false" })
+        .map_err(codegen)?;
+    if !pic {
+        // JIT code may lie far from the C library it calls.
+        flags
+            .set("use_colocated_libcalls", "false")
+            .map_err(codegen)?;
+    }
+    cranelift_native::builder()
+        .map_err(|e| BackendError::Codegen(format!("this host is not supported: {e}")))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| BackendError::Codegen(e.to_string()))
+}
+
 /// The C library functions kernels may call.
 const LIBM: [(UnOp, &str); 4] = [
     (UnOp::Exp, "expf"),

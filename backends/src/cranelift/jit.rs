@@ -1,8 +1,7 @@
 //! Compiling a loop-IR module in memory and running it.
 
-use super::codegen::{declare_libm, define_kernel, kernel_signature};
+use super::codegen::{declare_libm, define_kernel, host_isa, kernel_signature};
 use crate::BackendError;
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module as ClifModule};
 use lopper_ir::loops::{BufferKind, Module};
@@ -22,28 +21,7 @@ pub struct JitModule {
 /// Compiles every kernel of `m` with Cranelift (`opt_level = speed`, the
 /// host's ISA features).
 pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
-    lopper_ir::loops::verify_module(m).map_err(|errs| {
-        BackendError::Codegen(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    let mut flags = settings::builder();
-    flags
-        .set("opt_level", "speed")
-        .map_err(|e| BackendError::Codegen(e.to_string()))?;
-    flags
-        .set("is_pic", "false")
-        .map_err(|e| BackendError::Codegen(e.to_string()))?;
-    flags
-        .set("use_colocated_libcalls", "false")
-        .map_err(|e| BackendError::Codegen(e.to_string()))?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| BackendError::Codegen(format!("this host is not supported: {e}")))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| BackendError::Codegen(e.to_string()))?;
+    let isa = host_isa(m, false)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),

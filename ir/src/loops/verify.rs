@@ -293,18 +293,7 @@ impl Checker<'_> {
                 value,
             } => {
                 self.expect(value, ScalarType::F32, "a stored value");
-                if let Some(b) = self.module.buffer(buffer) {
-                    if matches!(
-                        b.kind,
-                        BufferKind::In | BufferKind::Const | BufferKind::View
-                    ) {
-                        self.error(format!(
-                            "%{buffer} is {} and cannot be written",
-                            b.kind.name()
-                        ));
-                    }
-                }
-                self.access(buffer, indices, 1);
+                self.store(buffer, indices, 1);
             }
             Stmt::VStore {
                 buffer,
@@ -313,18 +302,7 @@ impl Checker<'_> {
                 lanes,
             } => {
                 self.expect(value, ScalarType::Vector(*lanes), "a stored vector");
-                if let Some(b) = self.module.buffer(buffer) {
-                    if matches!(
-                        b.kind,
-                        BufferKind::In | BufferKind::Const | BufferKind::View
-                    ) {
-                        self.error(format!(
-                            "%{buffer} is {} and cannot be written",
-                            b.kind.name()
-                        ));
-                    }
-                }
-                self.access(buffer, indices, *lanes);
+                self.store(buffer, indices, *lanes);
             }
             Stmt::If {
                 cond,
@@ -399,6 +377,22 @@ impl Checker<'_> {
             );
         }
         facts
+    }
+
+    /// Checks a store: the buffer must be writable and the access in bounds.
+    fn store(&mut self, buffer: &str, indices: &[Expr], lanes: u32) {
+        if let Some(b) = self.module.buffer(buffer) {
+            if matches!(
+                b.kind,
+                BufferKind::In | BufferKind::Const | BufferKind::View
+            ) {
+                self.error(format!(
+                    "%{buffer} is {} and cannot be written",
+                    b.kind.name()
+                ));
+            }
+        }
+        self.access(buffer, indices, lanes);
     }
 
     /// Checks an access of `lanes` consecutive elements (1 for a scalar)
