@@ -42,6 +42,8 @@ struct Machine<'a> {
     sizes: &'a BTreeMap<String, usize>,
     arrays: HashMap<String, Array>,
     storage: HashMap<String, Vec<f32>>,
+    /// Constant index arrays, by buffer name.
+    index_arrays: HashMap<String, Vec<i64>>,
     vars: Vec<HashMap<String, Val>>,
     kernel: String,
 }
@@ -66,6 +68,7 @@ pub fn run_module(
     let sizes = bind_sizes(&declared, inputs, given)?;
     let mut arrays = HashMap::new();
     let mut storage = HashMap::new();
+    let mut index_arrays = HashMap::new();
     for b in &m.buffers {
         let shape =
             b.ty.shape
@@ -79,6 +82,10 @@ pub fn run_module(
         }
         let data = match b.kind {
             BufferKind::In => inputs[&b.name].data.clone(),
+            BufferKind::Const if b.index_data.is_some() => {
+                index_arrays.insert(b.name.clone(), b.index_data.clone().unwrap_or_default());
+                continue;
+            }
             BufferKind::Const => {
                 let p = b
                     .data
@@ -95,6 +102,7 @@ pub fn run_module(
         sizes: &sizes,
         arrays,
         storage,
+        index_arrays,
         vars: Vec::new(),
         kernel: String::new(),
     };
@@ -297,7 +305,10 @@ impl Machine<'_> {
                 .ok_or_else(|| self.err(format!("use of undefined %{v}")))?,
             Expr::Load { buffer, indices } => {
                 let (storage, at) = self.offset(buffer, indices, 1)?;
-                Val::F(self.storage[&storage][at])
+                match self.index_arrays.get(&storage) {
+                    Some(values) => Val::I(values[at]),
+                    None => Val::F(self.storage[&storage][at]),
+                }
             }
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.eval(a)?, self.eval(b)?);

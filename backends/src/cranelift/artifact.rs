@@ -80,12 +80,11 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
             false,
         )?;
         let mut d = DataDescription::new();
-        let values = b
-            .data
-            .as_ref()
-            .map(|p| p.data.data.as_slice())
-            .unwrap_or_default();
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = match (&b.index_data, &b.data) {
+            (Some(indices), _) => indices.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            (None, Some(p)) => p.data.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            (None, None) => Vec::new(),
+        };
         d.define(bytes.into_boxed_slice());
         d.set_align(16);
         module.define_data(id, &d)?;

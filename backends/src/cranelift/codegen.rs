@@ -76,6 +76,8 @@ pub fn kernel_signature(module: &dyn ClifModule) -> cranelift_codegen::ir::Signa
 struct Array {
     base: Value,
     strides: Vec<Value>,
+    /// An `i64` index array rather than `f32` data.
+    index: bool,
 }
 
 struct Lowerer<'a, 'b> {
@@ -135,7 +137,15 @@ pub fn define_kernel(
             })
             .collect();
         let strides = l.strides(&extents);
-        l.arrays[0].insert(p.clone(), Array { base, strides });
+        let index = buffer.index_data.is_some();
+        l.arrays[0].insert(
+            p.clone(),
+            Array {
+                base,
+                strides,
+                index,
+            },
+        );
     }
     l.block(&k.body)?;
     l.b.ins().return_(&[]);
@@ -295,39 +305,51 @@ impl Lowerer<'_, '_> {
                     .map(|&d| self.b.ins().iconst(types::I64, d as i64))
                     .collect();
                 let strides = self.strides(&extents);
-                self.arrays
-                    .last_mut()
-                    .expect("a scope is open")
-                    .insert(name.clone(), Array { base, strides });
+                self.arrays.last_mut().expect("a scope is open").insert(
+                    name.clone(),
+                    Array {
+                        base,
+                        strides,
+                        index: false,
+                    },
+                );
             }
         }
         Ok(())
     }
 
+    fn array(&self, buffer: &str) -> Result<&Array, BackendError> {
+        self.arrays
+            .iter()
+            .rev()
+            .find_map(|s| s.get(buffer))
+            .ok_or_else(|| self.err(format!("unknown buffer %{buffer}")))
+    }
+
     fn address(&mut self, buffer: &str, indices: &[Expr]) -> Result<Value, BackendError> {
         let mut offset = self.b.ins().iconst(types::I64, 0);
-        let (base, strides) = {
-            let a = self
-                .arrays
-                .iter()
-                .rev()
-                .find_map(|s| s.get(buffer))
-                .ok_or_else(|| self.err(format!("unknown buffer %{buffer}")))?;
-            (a.base, a.strides.clone())
+        let (base, strides, index) = {
+            let a = self.array(buffer)?;
+            (a.base, a.strides.clone(), a.index)
         };
         for (i, e) in indices.iter().enumerate() {
             let v = self.expr(e)?;
             let term = self.b.ins().imul(v, strides[i]);
             offset = self.b.ins().iadd(offset, term);
         }
-        let bytes = self.b.ins().ishl_imm_u(offset, 2);
+        // Elements are 4 bytes (f32) or 8 (i64 indices).
+        let bytes = self.b.ins().ishl_imm_u(offset, if index { 3 } else { 2 });
         Ok(self.b.ins().iadd(base, bytes))
     }
 
     fn type_of(&self, e: &Expr) -> ScalarType {
         match e {
             Expr::Int(_) | Expr::Size(_) => ScalarType::Index,
-            Expr::Float(_) | Expr::Load { .. } => ScalarType::F32,
+            Expr::Float(_) => ScalarType::F32,
+            Expr::Load { buffer, .. } => match self.array(buffer) {
+                Ok(a) if a.index => ScalarType::Index,
+                _ => ScalarType::F32,
+            },
             Expr::Fma(a, _, _) => self.type_of(a),
             Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
             Expr::HorizontalSum(_) => ScalarType::F32,
@@ -360,6 +382,12 @@ impl Lowerer<'_, '_> {
             Expr::Var(v) => {
                 let (var, _) = self.var(v)?;
                 self.b.use_var(var)
+            }
+            Expr::Load { buffer, indices } if self.array(buffer)?.index => {
+                let addr = self.address(buffer, indices)?;
+                self.b
+                    .ins()
+                    .load(types::I64, MemFlagsData::trusted(), addr, 0)
             }
             Expr::Load { buffer, indices } => {
                 let addr = self.address(buffer, indices)?;

@@ -68,6 +68,8 @@ impl JitModule {
         sizes: &BTreeMap<String, usize>,
     ) -> Result<Vec<(String, Tensor)>, BackendError> {
         let mut storage: HashMap<String, Vec<f32>> = HashMap::new();
+        // Constant index arrays, read by the kernels as i64.
+        let mut index_storage: HashMap<String, Vec<i64>> = HashMap::new();
         let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
         for b in &self.lir.buffers {
             let shape = b.ty.shape.bind(sizes).map_err(BackendError::Run)?;
@@ -85,6 +87,10 @@ impl JitModule {
                         )));
                     }
                     t.data.clone()
+                }
+                BufferKind::Const if b.index_data.is_some() => {
+                    index_storage.insert(b.name.clone(), b.index_data.clone().unwrap_or_default());
+                    continue;
                 }
                 BufferKind::Const => b
                     .data
@@ -126,6 +132,9 @@ impl JitModule {
                 .iter()
                 .map(|p| {
                     let root = self.lir.storage_of(p);
+                    if let Some(indices) = index_storage.get_mut(root) {
+                        return indices.as_mut_ptr() as *mut f32;
+                    }
                     storage
                         .get_mut(root)
                         .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr())

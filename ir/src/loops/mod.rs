@@ -64,8 +64,11 @@ pub struct Buffer {
     pub kind: BufferKind,
     /// Element type and shape (symbolic sizes allowed but for constants).
     pub ty: TensorType,
-    /// The data of a constant buffer.
+    /// The data of a constant `f32` buffer.
     pub data: Option<Param>,
+    /// The data of a constant `i64` buffer: an index array (row pointers,
+    /// column indices of a sparse format), used in index expressions.
+    pub index_data: Option<Vec<i64>>,
     /// For a view, the buffer whose memory it shows; for a scratch buffer
     /// (after `plan-memory`), the scratch buffer whose memory it reuses.
     pub view_of: Option<String>,

@@ -151,7 +151,33 @@ fn buffer(p: Pair<Rule>, files: &mut WeightFiles) -> Result<Buffer, Diagnostic> 
         Some(Rule::value) => Some(name_of(&rest.next().expect("peeked"))),
         _ => None,
     };
+    let mut index_data = None;
     let data = match rest.next() {
+        Some(a) if ty.dtype == crate::types::DType::I64 => {
+            let attrs = parse_attributes(a.as_str(), a.as_span().start())?;
+            let values = match attrs.as_slice() {
+                [(k, crate::graph::op::AttrValue::List(items))] if k == "indices" => items
+                    .iter()
+                    .map(|v| match v {
+                        crate::graph::op::AttrValue::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<i64>>>(),
+                _ => None,
+            };
+            let values = values.ok_or_else(|| {
+                Diagnostic::at(
+                    span(&a),
+                    format!(
+                        "buffer %{}: an i64 buffer holds `{{indices = [integers]}}`",
+                        name_of(&v)
+                    ),
+                    "here",
+                )
+            })?;
+            index_data = Some(values);
+            None
+        }
         Some(a) => {
             let attrs = parse_attributes(a.as_str(), a.as_span().start())?;
             let param = Param::from_attrs(&attrs, &ty, files).map_err(|e| {
@@ -170,6 +196,7 @@ fn buffer(p: Pair<Rule>, files: &mut WeightFiles) -> Result<Buffer, Diagnostic> 
         kind,
         ty,
         data,
+        index_data,
         view_of,
     })
 }

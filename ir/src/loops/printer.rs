@@ -37,6 +37,10 @@ pub fn print_lir(m: &Module) -> String {
         if let Some(source) = &b.view_of {
             let _ = write!(out, " of %{source}");
         }
+        if let Some(values) = &b.index_data {
+            let list: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            let _ = write!(out, " {{indices = [{}]}}", list.join(", "));
+        }
         if let Some(p) = &b.data {
             let attrs: Vec<String> = p
                 .attrs()

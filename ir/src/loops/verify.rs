@@ -14,7 +14,7 @@
 use super::interval::{Affine, Interval};
 use super::printer::expr_text;
 use super::{BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
-use crate::types::Dim;
+use crate::types::{DType, Dim};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -112,6 +112,33 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
                 b.name
             )),
             (None, _) => {}
+        }
+        if b.ty.dtype == DType::I64 {
+            // Index arrays: constant, static, holding one integer per element.
+            let count =
+                b.ty.shape
+                    .as_static()
+                    .and_then(|s| crate::tensor::checked_numel(&s));
+            match (&b.index_data, b.kind, count) {
+                (Some(values), BufferKind::Const, Some(n)) if values.len() == n => {}
+                (Some(values), BufferKind::Const, _) => err(format!(
+                    "index buffer %{} holds {} integers, not what {} needs",
+                    b.name,
+                    values.len(),
+                    b.ty
+                )),
+                _ => err(format!(
+                    "buffer %{} is {}: i64 buffers are constant index arrays with `indices`",
+                    b.name, b.ty
+                )),
+            }
+            continue;
+        }
+        if b.ty.dtype != DType::F32 || b.index_data.is_some() {
+            err(format!(
+                "buffer %{} must be f32 (i64 is for constant index arrays)",
+                b.name
+            ));
         }
         match (&b.data, b.kind) {
             (Some(p), BufferKind::Const) => {
@@ -379,6 +406,13 @@ impl Checker<'_> {
         facts
     }
 
+    /// The values of `buffer` if it is a constant index array.
+    fn index_data(&self, buffer: &str) -> Option<&[i64]> {
+        self.module
+            .buffer(buffer)
+            .and_then(|b| b.index_data.as_deref())
+    }
+
     /// Checks a store: the buffer must be writable and the access in bounds.
     fn store(&mut self, buffer: &str, indices: &[Expr], lanes: u32) {
         if let Some(b) = self.module.buffer(buffer) {
@@ -494,7 +528,11 @@ impl Checker<'_> {
             },
             Expr::Load { buffer, indices } => {
                 self.access(buffer, indices, 1);
-                F32
+                if self.index_data(buffer).is_some() {
+                    Index
+                } else {
+                    F32
+                }
             }
             Expr::VLoad {
                 buffer,
@@ -502,6 +540,10 @@ impl Checker<'_> {
                 lanes,
             } => {
                 self.access(buffer, indices, *lanes);
+                if self.index_data(buffer).is_some() {
+                    self.error(format!("%{buffer} holds indices; vectors load f32"));
+                    return None;
+                }
                 Vector(*lanes)
             }
             Expr::Broadcast(v, lanes) => {
@@ -624,6 +666,15 @@ impl Checker<'_> {
                 }
             }
             Expr::Unary(UnOp::Neg, a) => self.range(a).neg(),
+            // An index array's values are known: any element lies between
+            // the smallest and the largest.
+            Expr::Load { buffer, .. } => match self.index_data(buffer) {
+                Some(values) if !values.is_empty() => Interval {
+                    lo: values.iter().min().map(|&v| Affine::constant(v)),
+                    hi: values.iter().max().map(|&v| Affine::constant(v)),
+                },
+                _ => Interval::unknown(),
+            },
             _ => Interval::unknown(),
         };
         let key = expr_text(e);

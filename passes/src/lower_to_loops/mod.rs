@@ -110,6 +110,7 @@ impl<'g> Lowering<'g> {
             kind,
             ty: ty.clone(),
             data,
+            index_data: None,
             view_of,
         });
         name
