@@ -75,6 +75,16 @@ fn lenet5_library_matches_the_interpreter() {
 }
 
 #[test]
+fn transformer_library_matches_the_interpreter() {
+    check_single_io(
+        "examples/transformer.lop",
+        "libtransformer.so",
+        "transformer_run",
+        &[1, 2],
+    );
+}
+
+#[test]
 fn one_library_serves_two_threads_at_once() {
     let dir = scratch("threads");
     let path = compile("examples/digits_mlp.lop", &dir, "libdigits_mlp.so");
@@ -138,6 +148,22 @@ fn c_client_reports_the_accuracy() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The weights are inside: the library needs nothing but libc and libm.
+    if let Ok(out) = Command::new("readelf")
+        .arg("-d")
+        .arg(dir.join("libdigits_mlp.so"))
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let needed: Vec<&str> = text.lines().filter(|l| l.contains("(NEEDED)")).collect();
+        assert!(!needed.is_empty(), "{text}");
+        for line in needed {
+            assert!(
+                line.contains("[libc.so") || line.contains("[libm.so"),
+                "unexpected dependency: {line}"
+            );
+        }
+    }
     let data = root().join("../shared/data/digits/digits.safetensors");
     let out = Command::new(&client).arg(&data).output().unwrap();
     assert!(
