@@ -97,11 +97,7 @@ fn dump_dir_files_reproduce_each_step() {
     std::fs::write(dir.join("cbn.lop"), source).unwrap();
     let (code, _, err) = lopper(&dir, &["dump", "cbn.lop", "--dump-dir", "dumps"]);
     assert_eq!(code, 0, "{err}");
-    let mut files: Vec<String> = std::fs::read_dir(dir.join("dumps"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let files = common::sorted_files(&dir.join("dumps"));
     assert_eq!(
         files,
         [
@@ -315,11 +311,7 @@ fn compile_dumps_every_stage_through_clif() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("entry point `lenet5_run`"));
     assert!(dir.join("out/lenet5.h").exists());
-    let mut files: Vec<String> = std::fs::read_dir(dir.join("d"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let files = common::sorted_files(&dir.join("d"));
     assert_eq!(files.len(), 10, "{files:?}");
     assert_eq!(files[7], "07-lower-to-loops.lir");
     assert_eq!(files[8], "08-plan-memory.lir");

@@ -63,6 +63,16 @@ pub fn lopper(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The names of the files in `dir`, sorted.
+pub fn sorted_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
 /// A fresh, empty scratch folder for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lopper-test-{}-{name}", std::process::id()));
