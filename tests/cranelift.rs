@@ -51,15 +51,7 @@ fn examples_match_the_interpreter() {
 
 #[test]
 fn every_op_matches_the_interpreter() {
-    for case in [
-        "conv_groups",
-        "pools",
-        "batch_norm",
-        "elementwise",
-        "reductions",
-        "concat_gelu",
-        "layer_norm_matmul",
-    ] {
+    for case in common::OP_CASES {
         check(&format!("tests/data/ops/{case}.lop"), "n", &[1, 3]);
     }
 }

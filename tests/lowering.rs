@@ -57,15 +57,7 @@ fn examples_lower_and_agree() {
 
 #[test]
 fn every_op_lowers_and_agrees() {
-    for case in [
-        "conv_groups",
-        "pools",
-        "batch_norm",
-        "elementwise",
-        "reductions",
-        "concat_gelu",
-        "layer_norm_matmul",
-    ] {
+    for case in common::OP_CASES {
         check(&format!("tests/data/ops/{case}.lop"), &[("n", 3)]);
     }
 }

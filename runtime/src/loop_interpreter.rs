@@ -376,6 +376,19 @@ fn unary_f32(op: UnOp, x: f32) -> f32 {
     }
 }
 
+/// A comparison of two indices or two floats; `None` for other operators.
+fn compare<T: PartialOrd>(op: BinOp, x: T, y: T) -> Option<bool> {
+    Some(match op {
+        BinOp::Lt => x < y,
+        BinOp::Le => x <= y,
+        BinOp::Gt => x > y,
+        BinOp::Ge => x >= y,
+        BinOp::Eq => x == y,
+        BinOp::Ne => x != y,
+        _ => return None,
+    })
+}
+
 fn binary(op: BinOp, a: Val, b: Val) -> Option<Val> {
     use BinOp::*;
     Some(match (a, b) {
@@ -401,13 +414,8 @@ fn binary(op: BinOp, a: Val, b: Val) -> Option<Val> {
             Rem => Val::I(x.checked_rem_euclid(y)?),
             Min => Val::I(x.min(y)),
             Max => Val::I(x.max(y)),
-            Lt => Val::B(x < y),
-            Le => Val::B(x <= y),
-            Gt => Val::B(x > y),
-            Ge => Val::B(x >= y),
-            Eq => Val::B(x == y),
-            Ne => Val::B(x != y),
             And | Or => return None,
+            _ => Val::B(compare(op, x, y)?),
         },
         (Val::F(x), Val::F(y)) => match op {
             Add => Val::F(x + y),
@@ -416,13 +424,8 @@ fn binary(op: BinOp, a: Val, b: Val) -> Option<Val> {
             Div => Val::F(x / y),
             Min => Val::F(x.min(y)),
             Max => Val::F(x.max(y)),
-            Lt => Val::B(x < y),
-            Le => Val::B(x <= y),
-            Gt => Val::B(x > y),
-            Ge => Val::B(x >= y),
-            Eq => Val::B(x == y),
-            Ne => Val::B(x != y),
             Rem | And | Or => return None,
+            _ => Val::B(compare(op, x, y)?),
         },
         (Val::B(x), Val::B(y)) => match op {
             And => Val::B(x && y),

@@ -6,6 +6,18 @@ use lopper_ir::{Graph, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The small one-op models of `tests/data/ops/` (with ONNX Runtime's outputs
+/// beside them), covering every op the examples do not use.
+pub const OP_CASES: &[&str] = &[
+    "conv_groups",
+    "pools",
+    "batch_norm",
+    "elementwise",
+    "reductions",
+    "concat_gelu",
+    "layer_norm_matmul",
+];
+
 /// The repository root (integration tests run there).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
