@@ -5,6 +5,7 @@
 //! execute a model. Errors print as diagnostics with file:line:col and exit
 //! with status 1; bad flags exit with status 2.
 
+mod bench;
 mod driver;
 
 use anyhow::{anyhow, bail, Result};
@@ -127,6 +128,41 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Measure compiled code: latency (median, min, max), GFLOP/s, fraction of peak, roofline.
+    Bench {
+        /// The model (.lop, .gir or .lir).
+        file: PathBuf,
+        /// Bind a symbolic size, e.g. `--set batch=64` (every size must be bound).
+        #[arg(long = "set", value_name = "NAME=SIZE")]
+        set: Vec<String>,
+        /// The code generator (only `cranelift` measures compiled code today).
+        #[arg(long, default_value = "cranelift")]
+        backend: lopper_backends::Backend,
+        /// Timed calls (default: as many as fit in about a second).
+        #[arg(long, default_value_t = 0)]
+        iters: usize,
+        /// Untimed calls before timing.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Time each kernel too: FLOPs, bytes, arithmetic intensity, and
+        /// whether the roofline says it is bound by compute or memory.
+        #[arg(long)]
+        per_kernel: bool,
+        /// The machine's peak GFLOP/s (default: measured with an FMA loop).
+        #[arg(long, value_name = "GFLOPS")]
+        peak_gflops: Option<f64>,
+        /// The memory bandwidth in GB/s (default: measured).
+        #[arg(long, value_name = "GBPS")]
+        peak_gbps: Option<f64>,
+        /// Draw the roofline with each kernel as a point into this SVG (implies --per-kernel).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
     /// Compile a model to a shared object (`libNAME.so`) and its C header (`NAME.h`).
     Compile {
         /// The model (.lop, .gir or .lir).
@@ -180,7 +216,10 @@ struct PipelineArgs {
     /// The pass pipeline, e.g. `simplify,fold-constants,dce` (see `lopper passes`).
     #[arg(long, value_name = "PIPELINE", conflicts_with = "opt_level")]
     passes: Option<String>,
-    /// Optimization level: 0 (shape inference only) to 3.
+    /// Optimization level: 0 (shape inference, naive loops), 1 (graph
+    /// simplification and folding, fused loops), 2 (default: plus tiling,
+    /// packing, vectorization and unrolling chosen by `auto-schedule`), 3
+    /// (as 2; reserved for sparsity and tuning).
     #[arg(short = 'O', value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=3))]
     opt_level: Option<u8>,
     /// Print the IR before this pass (repeatable, or comma-separated).
@@ -286,10 +325,17 @@ fn load_and_optimize_counted(
         .iter()
         .any(|p| p.name == "lower-to-loops");
     if lower && !lowers && !is_loop_ir {
-        pipeline = if pipeline.trim().is_empty() {
-            "lower-to-loops,plan-memory".into()
+        // An explicit --passes pipeline gets the plain lowering; a level
+        // gets its own loop passes.
+        let loops = if args.passes.is_some() {
+            "lower-to-loops,plan-memory"
         } else {
-            format!("{pipeline},lower-to-loops,plan-memory")
+            lopper_passes::loop_pipeline(args.opt_level.unwrap_or(lopper_passes::DEFAULT_LEVEL))
+        };
+        pipeline = if pipeline.trim().is_empty() {
+            loops.into()
+        } else {
+            format!("{pipeline},{loops}")
         };
     }
     // The pipeline and its flags are checked before the model is read.
@@ -445,6 +491,47 @@ fn execute(command: Command) -> Result<()> {
             emit,
             pipeline,
         } => compile_model(&file, &output, &emit, &pipeline)?,
+        Command::Bench {
+            file,
+            set,
+            backend,
+            iters,
+            warmup,
+            json,
+            per_kernel,
+            peak_gflops,
+            peak_gbps,
+            plot,
+            pipeline,
+        } => {
+            if backend != Backend::Cranelift {
+                bail!("bench measures compiled code: use --backend cranelift");
+            }
+            let sizes = parse_sizes(&set)?;
+            let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
+            let Ir::Loops(m) = ir else {
+                bail!("internal error: lowering did not run")
+            };
+            let options = bench::BenchOptions {
+                iters,
+                warmup,
+                per_kernel: per_kernel || plot.is_some(),
+                peak_gflops,
+                peak_gbps,
+            };
+            let report = bench::bench_module(&m, &sizes, &options)?;
+            if json {
+                print!("{}", report.json());
+            } else {
+                print!("{}", report.text());
+            }
+            if let Some(path) = plot {
+                bench::write_plot(&report, &path)?;
+                if !json {
+                    println!("wrote {}", path.display());
+                }
+            }
+        }
         Command::Passes => {
             for p in PASSES {
                 println!("{:<16} {}", p.name, p.description);

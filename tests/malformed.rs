@@ -116,7 +116,7 @@ fn cases() -> Vec<Case> {
         case("unknown_pass", lop(tiny), &["dump", "m.lop", "--passes", "fold-everything"]),
         case("unclosed_pipeline", lop(tiny), &["dump", "m.lop", "--passes", "dce{"]),
         case("unknown_pass_option", lop(tiny), &["dump", "m.lop", "--passes", "dce{aggressive=1}"]),
-        case("unknown_print_after", lop(tiny), &["dump", "m.lop", "--print-after", "tile"]),
+        case("unknown_print_after", lop(tiny), &["dump", "m.lop", "--print-after", "tiling"]),
         case("stop_after_not_in_pipeline", lop(tiny), &["dump", "m.lop", "--passes", "dce", "--stop-after", "cse"]),
         case("bad_opt_level", lop(tiny), &["dump", "m.lop", "-O", "7"]),
         case("run_missing_input", with_weights("output y = linear(x, fc.weight, fc.bias)", good_weights()), &["run", "m.lop", "--input", "z=random:1"]),

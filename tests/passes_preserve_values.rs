@@ -49,9 +49,12 @@ fn each_pass_preserves_outputs() {
             ..Default::default()
         };
         // A loop pass runs on the lowered model.
+        // Passes that need options (which loop to tile, ...) are covered by
+        // tests/schedules.rs and the filetests.
         let pipeline = match (pass.create)(&PassOptions::default()) {
             Ok(AnyPass::Loops(_)) => format!("lower-to-loops,{}", pass.name),
-            _ => pass.name.to_string(),
+            Ok(_) => pass.name.to_string(),
+            Err(_) => continue,
         };
         let (timings, _) = PassManager::new(&pipeline, instrumentation)
             .unwrap()

@@ -7,22 +7,30 @@
 //! same way.
 #![deny(missing_docs)]
 
+pub mod auto_schedule;
 pub mod cse;
 pub mod dce;
 pub mod fold_batchnorm;
 pub mod fold_constants;
 pub mod ir;
+pub mod loop_nest;
 pub mod lower_to_loops;
 pub mod manager;
+pub mod pack;
 pub mod pass;
 pub mod pipeline;
 pub mod plan_memory;
 pub mod registry;
 pub mod shape_infer;
 pub mod simplify;
+pub mod tile;
+pub mod unroll;
+pub mod vectorize;
 
 pub use ir::Ir;
 pub use manager::{Instrumentation, PassManager, PassTiming};
 pub use pass::{Changed, Pass, PassContext, PassError, PassOptions};
-pub use pipeline::{graph_pipeline, parse_pipeline, PassSpec, DEFAULT_PIPELINE};
+pub use pipeline::{
+    graph_pipeline, loop_pipeline, parse_pipeline, PassSpec, DEFAULT_LEVEL, DEFAULT_PIPELINE,
+};
 pub use registry::{lookup, AnyPass, PassInfo, PASSES};

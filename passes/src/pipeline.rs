@@ -33,6 +33,24 @@ pub const fn graph_pipeline(level: u8) -> &'static str {
     }
 }
 
+/// The passes from the graph to the loop IR at an optimization level, run
+/// after [`graph_pipeline`] when the model is compiled.
+///
+/// O0 lowers each op to its own naive loop nest; O1 fuses elementwise
+/// consumers into their producers; O2 (and O3, reserved for sparsity and
+/// tuning) add `auto-schedule`: tiling, packing, vectorization, unrolling.
+/// Every level ends with `plan-memory`.
+pub const fn loop_pipeline(level: u8) -> &'static str {
+    match level {
+        0 => "lower-to-loops{fuse=false},plan-memory",
+        1 => "lower-to-loops,plan-memory",
+        _ => "lower-to-loops,auto-schedule,plan-memory",
+    }
+}
+
+/// The default optimization level.
+pub const DEFAULT_LEVEL: u8 = 2;
+
 /// The pipeline used when none is given (`-O2`).
 pub const DEFAULT_PIPELINE: &str = graph_pipeline(2);
 

@@ -12,8 +12,12 @@ use lopper_ir::Graph;
 pub enum AnyPass {
     /// Transforms the graph IR.
     Graph(Box<dyn Pass<Graph>>),
-    /// Turns the graph IR into the loop IR.
-    Lower,
+    /// Turns the graph IR into the loop IR; `fuse` runs elementwise
+    /// consumers inside their producer's nest.
+    Lower {
+        /// Fuse elementwise consumers.
+        fuse: bool,
+    },
     /// Transforms the loop IR.
     Loops(Box<dyn Pass<Module>>),
 }
@@ -84,10 +88,15 @@ pub static PASSES: &[PassInfo] = &[
     PassInfo {
         name: "lower-to-loops",
         description: "lower the graph IR to loop nests (elementwise consumers fused), the loop IR",
-        options: &[],
+        options: &[("fuse", "run elementwise consumers in their producer's nest: true (default) or false (-O0)")],
         create: |o: &PassOptions| -> Result<AnyPass, String> {
-            o.check_known("lower-to-loops", &[])?;
-            Ok(AnyPass::Lower)
+            o.check_known("lower-to-loops", &["fuse"])?;
+            let fuse = match o.0.get("fuse").map(String::as_str) {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(v) => return Err(format!("`fuse` of `lower-to-loops` is true or false, got `{v}`")),
+            };
+            Ok(AnyPass::Lower { fuse })
         },
     },
     PassInfo {
@@ -97,6 +106,57 @@ pub static PASSES: &[PassInfo] = &[
         create: |o: &PassOptions| -> Result<AnyPass, String> {
             o.check_known("plan-memory", &[])?;
             Ok(AnyPass::Loops(Box::new(crate::plan_memory::PlanMemory)))
+        },
+    },
+    PassInfo {
+        name: "tile",
+        description: "split loops of a band into tile loops and point loops, full and partial tiles (loop IR)",
+        options: &[
+            ("loops", "the loops of the band to tile, outermost first: [i0,i1]"),
+            ("sizes", "one tile size per loop: [4,8]"),
+            ("kernel", "only these kernels: [matmul_0] (default: every kernel with the loops)"),
+        ],
+        create: |o| Ok(AnyPass::Loops(Box::new(crate::tile::Tile::from_options(o)?))),
+    },
+    PassInfo {
+        name: "vectorize",
+        description: "turn a loop into vector lanes (vload, vstore, broadcast, vector accumulators), scalar remainder (loop IR)",
+        options: &[
+            ("loop", "the loop to vectorize: i1.i"),
+            ("lanes", "lanes per vector: 4 (Cranelift's f32x4, the default) or 8"),
+            ("kernel", "only these kernels (default: every kernel with the loop)"),
+        ],
+        create: |o| Ok(AnyPass::Loops(Box::new(crate::vectorize::Vectorize::from_options(o)?))),
+    },
+    PassInfo {
+        name: "unroll",
+        description: "copy a loop's body fully or by a factor, jamming inner loops (register blocking) (loop IR)",
+        options: &[
+            ("loop", "the loop to unroll: i0.i"),
+            ("factor", "copies per iteration, with a remainder loop (default: unroll fully)"),
+            ("kernel", "only these kernels (default: every kernel with the loop)"),
+        ],
+        create: |o| Ok(AnyPass::Loops(Box::new(crate::unroll::Unroll::from_options(o)?))),
+    },
+    PassInfo {
+        name: "pack",
+        description: "copy an operand into a tiled layout for a kernel; constants at compile time (loop IR)",
+        options: &[
+            ("buffer", "the operand: fc1.weight"),
+            ("dim", "the dimension to split into tiles"),
+            ("size", "the tile size, moved to a new last dimension"),
+            ("kernel", "only these kernels (default: every kernel that reads it)"),
+        ],
+        create: |o| Ok(AnyPass::Loops(Box::new(crate::pack::Pack::from_options(o)?))),
+    },
+    PassInfo {
+        name: "auto-schedule",
+        description: "choose tile, pack, vectorize and unroll for every kernel and run them (loop IR; -O2)",
+        options: &[("lanes", "vector lanes of the backend: 4 (Cranelift, the default) or 8")],
+        create: |o| {
+            Ok(AnyPass::Loops(Box::new(
+                crate::auto_schedule::AutoSchedule::from_options(o)?,
+            )))
         },
     },
 ];

@@ -59,6 +59,17 @@ pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
     })
 }
 
+/// A compiled module bound to one set of inputs and sizes: its buffers are
+/// allocated once, so [`BoundModule::execute`] only calls the kernels (what
+/// `lopper bench` times).
+pub struct BoundModule<'a> {
+    module: &'a JitModule,
+    storage: HashMap<String, Vec<f32>>,
+    index_storage: HashMap<String, Vec<i64>>,
+    shapes: HashMap<String, Vec<usize>>,
+    size_values: Vec<i64>,
+}
+
 impl JitModule {
     /// Runs the module on `inputs` with the symbolic sizes `sizes` (already
     /// bound and checked against the inputs' shapes by the caller).
@@ -67,6 +78,22 @@ impl JitModule {
         inputs: &HashMap<String, Tensor>,
         sizes: &BTreeMap<String, usize>,
     ) -> Result<Vec<(String, Tensor)>, BackendError> {
+        let mut bound = self.bind(inputs, sizes)?;
+        bound.execute();
+        Ok(bound.outputs())
+    }
+
+    /// The kernels' names, in order.
+    pub fn kernel_names(&self) -> Vec<String> {
+        self.lir.kernels.iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// Allocates every buffer for `sizes` and copies the inputs in.
+    pub fn bind(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        sizes: &BTreeMap<String, usize>,
+    ) -> Result<BoundModule<'_>, BackendError> {
         let mut storage: HashMap<String, Vec<f32>> = HashMap::new();
         // Constant index arrays, read by the kernels as i64.
         let mut index_storage: HashMap<String, Vec<i64>> = HashMap::new();
@@ -127,36 +154,60 @@ impl JitModule {
         if self.lir.sizes.iter().any(|s| !sizes.contains_key(s)) {
             return Err(BackendError::Run("a symbolic size is not bound".into()));
         }
-        for (kernel, params) in &self.kernels {
-            let pointers: Vec<*mut f32> = params
-                .iter()
-                .map(|p| {
-                    let root = self.lir.storage_of(p);
-                    if let Some(indices) = index_storage.get_mut(root) {
-                        return indices.as_mut_ptr() as *mut f32;
-                    }
-                    storage
-                        .get_mut(root)
-                        .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr())
-                })
-                .collect();
-            // SAFETY: the module passed the verifier, so every access of the
-            // kernel lies within the buffers' shapes, which `storage` holds at
-            // their full size for these sizes.
-            unsafe { kernel(pointers.as_ptr(), size_values.as_ptr()) };
+        Ok(BoundModule {
+            module: self,
+            storage,
+            index_storage,
+            shapes,
+            size_values,
+        })
+    }
+}
+
+impl BoundModule<'_> {
+    /// Runs every kernel once.
+    pub fn execute(&mut self) {
+        for k in 0..self.module.kernels.len() {
+            self.execute_kernel(k);
         }
-        Ok(self
+    }
+
+    /// Runs kernel number `k` alone (for per-kernel timings).
+    pub fn execute_kernel(&mut self, k: usize) {
+        let (kernel, params) = &self.module.kernels[k];
+        let lir = &self.module.lir;
+        let pointers: Vec<*mut f32> = params
+            .iter()
+            .map(|p| {
+                let root = lir.storage_of(p);
+                if let Some(indices) = self.index_storage.get_mut(root) {
+                    return indices.as_mut_ptr() as *mut f32;
+                }
+                self.storage
+                    .get_mut(root)
+                    .map_or(std::ptr::null_mut(), |v| v.as_mut_ptr())
+            })
+            .collect();
+        // SAFETY: the module passed the verifier, so every access of the
+        // kernel lies within the buffers' shapes, which `storage` holds at
+        // their full size for these sizes.
+        unsafe { kernel(pointers.as_ptr(), self.size_values.as_ptr()) };
+    }
+
+    /// The outputs after [`BoundModule::execute`].
+    pub fn outputs(&self) -> Vec<(String, Tensor)> {
+        self.module
             .lir
             .buffers_of(BufferKind::Out)
             .map(|b| {
                 (
                     b.name.clone(),
                     Tensor {
-                        shape: shapes[&b.name].clone(),
-                        data: storage[&b.name].clone(),
+                        shape: self.shapes[&b.name].clone(),
+                        data: self.storage[&b.name].clone(),
                     },
                 )
             })
-            .collect())
+            .collect()
     }
 }

@@ -237,6 +237,49 @@ pub enum ParamSource {
     Init(Initializer),
     /// Values held in the IR text (written by folding passes or by hand).
     Literal,
+    /// Another param's values in a tiled layout (what the `pack` loop pass
+    /// makes): dimension `dim` split into tiles of `size`, the tile moved
+    /// last, zero-padded ([`pack_tensor`]).
+    Packed {
+        /// Where the unpacked values come from.
+        of: Box<ParamSource>,
+        /// The unpacked shape.
+        source_shape: Vec<usize>,
+        /// The split dimension.
+        dim: usize,
+        /// The tile size.
+        size: usize,
+    },
+}
+
+/// The shape of a tensor of shape `shape` packed along `dim` by `size`:
+/// `dim` becomes `ceil(n / size)` tiles and a last dimension `size` holds
+/// each tile.
+pub fn packed_shape(shape: &[usize], dim: usize, size: usize) -> Vec<usize> {
+    let mut out = shape.to_vec();
+    out[dim] = shape[dim].div_ceil(size);
+    out.push(size);
+    out
+}
+
+/// `t` packed along `dim` by `size`: element `[.., i, .., j]` moves to
+/// `[.., i / size, .., j, i % size]`; the padding of the last tile is zero.
+pub fn pack_tensor(t: &Tensor, dim: usize, size: usize) -> Tensor {
+    let shape = packed_shape(&t.shape, dim, size);
+    let mut data = vec![0.0; shape.iter().product()];
+    let outer: usize = t.shape[..dim].iter().product();
+    let inner: usize = t.shape[dim + 1..].iter().product();
+    let (n, tiles) = (t.shape[dim], shape[dim]);
+    for o in 0..outer {
+        for i in 0..n {
+            for j in 0..inner {
+                let from = (o * n + i) * inner + j;
+                let to = ((o * tiles + i / size) * inner + j) * size + i % size;
+                data[to] = t.data[from];
+            }
+        }
+    }
+    Tensor { shape, data }
 }
 
 /// A constant tensor and its source.
@@ -259,7 +302,37 @@ impl Param {
 
     /// The attributes the printer writes.
     pub fn attrs(&self) -> Vec<(&'static str, AttrValue)> {
+        if let ParamSource::Packed {
+            of,
+            source_shape,
+            dim,
+            size,
+        } = &self.source
+        {
+            // Print the source and how to pack it, not the packed values.
+            let unpacked = Param {
+                data: Arc::new(Tensor {
+                    shape: source_shape.clone(),
+                    data: unpack_tensor(&self.data, source_shape, *dim, *size),
+                }),
+                source: (**of).clone(),
+            };
+            let mut v = unpacked.attrs();
+            v.push((
+                "packed_from",
+                AttrValue::List(
+                    source_shape
+                        .iter()
+                        .map(|&d| AttrValue::Int(d as i64))
+                        .collect(),
+                ),
+            ));
+            v.push(("packed_dim", AttrValue::Int(*dim as i64)));
+            v.push(("packed_size", AttrValue::Int(*size as i64)));
+            return v;
+        }
         match &self.source {
+            ParamSource::Packed { .. } => unreachable!("handled above"),
             ParamSource::File { path, tensor } => vec![
                 ("file", AttrValue::Str(path.clone())),
                 ("tensor", AttrValue::Str(tensor.clone())),
@@ -309,6 +382,56 @@ impl Param {
             )
         })?;
         let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        if let Some(from) = get("packed_from") {
+            let int = |k: &str| match get(k) {
+                Some(AttrValue::Int(v)) if *v > 0 || (k == "packed_dim" && *v >= 0) => {
+                    Ok(*v as usize)
+                }
+                _ => Err(err(
+                    Some(k),
+                    format!("`{k}` must be a non-negative integer"),
+                )),
+            };
+            let (dim, size) = (int("packed_dim")?, int("packed_size")?);
+            let source_shape: Vec<usize> = match from {
+                AttrValue::List(items) => items
+                    .iter()
+                    .map(|v| match v {
+                        AttrValue::Int(d) if *d >= 0 => Ok(*d as usize),
+                        _ => Err(err(Some("packed_from"), "`packed_from` holds dims".into())),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(err(Some("packed_from"), "`packed_from` is a list".into())),
+            };
+            if dim >= source_shape.len() || packed_shape(&source_shape, dim, size) != shape {
+                return Err(err(
+                    Some("packed_from"),
+                    format!(
+                        "{:?} packed along {dim} by {size} does not give {}",
+                        source_shape, ty.shape
+                    ),
+                ));
+            }
+            let rest: Vec<(String, AttrValue)> = attrs
+                .iter()
+                .filter(|(k, _)| !k.starts_with("packed_"))
+                .cloned()
+                .collect();
+            let source_ty = TensorType {
+                dtype: ty.dtype,
+                shape: crate::types::Shape::from_static(&source_shape),
+            };
+            let unpacked = Param::from_attrs(&rest, &source_ty, files)?;
+            return Ok(Param {
+                data: Arc::new(pack_tensor(&unpacked.data, dim, size)),
+                source: ParamSource::Packed {
+                    of: Box::new(unpacked.source),
+                    source_shape,
+                    dim,
+                    size,
+                },
+            });
+        }
         let string = |k: &str| match get(k) {
             Some(AttrValue::Str(s)) => Ok(s.clone()),
             _ => Err(err(Some(k), format!("`{k}` must be a string"))),
@@ -371,6 +494,23 @@ impl Param {
             data: values,
         }))
     }
+}
+
+/// The inverse of [`pack_tensor`]: the values of the unpacked tensor.
+fn unpack_tensor(packed: &Tensor, shape: &[usize], dim: usize, size: usize) -> Vec<f32> {
+    let outer: usize = shape[..dim].iter().product();
+    let inner: usize = shape[dim + 1..].iter().product();
+    let (n, tiles) = (shape[dim], shape[dim].div_ceil(size));
+    let mut data = vec![0.0; shape.iter().product()];
+    for o in 0..outer {
+        for i in 0..n {
+            for j in 0..inner {
+                data[(o * n + i) * inner + j] =
+                    packed.data[((o * tiles + i / size) * inner + j) * size + i % size];
+            }
+        }
+    }
+    data
 }
 
 fn parse_hex(hex: &str) -> Option<Vec<f32>> {

@@ -14,13 +14,15 @@
 //! what the `vectorize` pass will write; they print, parse, verify, run in the
 //! loop interpreter and compile with Cranelift (4 lanes) today.
 
+mod cost;
 mod interval;
 mod parser;
 mod printer;
 mod verify;
 
+pub use cost::{kernel_cost, KernelCost};
 pub use parser::parse_lir;
-pub use printer::print_lir;
+pub use printer::{expr_text, print_lir};
 pub use verify::{verify_module, LoopVerifyError};
 
 use crate::graph::param::Param;

@@ -388,6 +388,18 @@ impl Checker<'_> {
                 };
                 facts.insert(key, merged);
             };
+            // `a + c < b` also bounds `a` (tiles guard their base this way).
+            if let Expr::Binary(BinOp::Add, base, c) = &**small {
+                if let (Expr::Int(c), Some(u)) = (&**c, &upper) {
+                    bound(
+                        base,
+                        Interval {
+                            lo: None,
+                            hi: u.sub(&Affine::constant(*c)),
+                        },
+                    );
+                }
+            }
             bound(
                 small,
                 Interval {

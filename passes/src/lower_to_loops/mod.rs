@@ -30,9 +30,12 @@ use std::collections::{HashMap, HashSet};
 
 const PASS: &str = "lower-to-loops";
 
-/// Lowers a verified graph to a loop-IR module.
-pub fn lower_to_loops(g: &Graph) -> Result<Module, PassError> {
-    Lowering::new(g)?.run()
+/// Lowers a verified graph to a loop-IR module; with `fuse`, elementwise
+/// consumers run in their producer's nest.
+pub fn lower_to_loops(g: &Graph, fuse: bool) -> Result<Module, PassError> {
+    let mut lowering = Lowering::new(g)?;
+    lowering.fuse = fuse;
+    lowering.run()
 }
 
 struct Lowering<'g> {
@@ -44,6 +47,7 @@ struct Lowering<'g> {
     epilogues: HashMap<NodeIndex, Vec<NodeIndex>>,
     fused: HashSet<NodeIndex>,
     used_names: HashSet<String>,
+    fuse: bool,
 }
 
 impl<'g> Lowering<'g> {
@@ -72,6 +76,7 @@ impl<'g> Lowering<'g> {
             epilogues: HashMap::new(),
             fused: HashSet::new(),
             used_names: HashSet::new(),
+            fuse: true,
         })
     }
 
@@ -119,7 +124,7 @@ impl<'g> Lowering<'g> {
     /// A consumer `c` of `p` can run in `p`'s nest.
     fn fusible(&self, p: NodeIndex, c: NodeIndex) -> bool {
         let (pn, cn) = (self.g.node(p), self.g.node(c));
-        let elementwise = matches!(cn.op, Op::Unary(_) | Op::Binary(_));
+        let elementwise = self.fuse && matches!(cn.op, Op::Unary(_) | Op::Binary(_));
         let producer_ok = !matches!(
             pn.op,
             Op::Input | Op::Param(_) | Op::Reshape { .. } | Op::Flatten { .. }

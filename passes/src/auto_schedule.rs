@@ -1,0 +1,276 @@
+//! `auto-schedule`: picks tile, pack, vectorize and unroll steps for each
+//! kernel and runs them, so that `-O2` is fast without hand tuning.
+//!
+//! For each kernel it looks at the outer band of perfectly nested loops and
+//! the statements under it (the `let %acc`, reduction loops and store that
+//! the lowering writes for matmul, linear, conv2d, pooling and elementwise
+//! ops), and chooses:
+//!
+//! - the *column* loop: the band loop that moves the output store by one
+//!   element (unit stride), vectorized with `lanes` lanes, two vectors wide
+//!   when it is long enough;
+//! - the *row* loop: the band loop nearest the column loop that some
+//!   lane-varying load does not depend on (the rows of a matmul, the output
+//!   channels of a conv2d), unrolled so that each loaded vector feeds
+//!   several accumulators: an MR x NR register block (at most 12 vector
+//!   accumulators of the 16 registers);
+//! - `pack` for each constant operand read with a stride along the column
+//!   loop (a linear layer's `[out, in]` weights), into panels of the column
+//!   tile.
+//!
+//! The steps are the ordinary passes (`tile`, `pack`, `vectorize`,
+//! `unroll`, with the options it prints as remarks), tried on a copy of the
+//! kernel first: a kernel that one of them refuses (a reduction along the
+//! store's last dimension, such as softmax; a strided access to a buffer
+//! that is not constant) keeps its plain loops. Cache sizes do not enter
+//! yet: the k loop is not blocked.
+
+use crate::loop_nest::{coefficient, uses};
+use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
+use lopper_ir::loops::{Expr, Module, Stmt};
+
+/// The `auto-schedule` pass.
+pub struct AutoSchedule {
+    /// Vector lanes of the target backend (4 for Cranelift).
+    pub lanes: u32,
+}
+
+impl AutoSchedule {
+    /// Reads `auto-schedule{lanes=4}`.
+    pub fn from_options(o: &PassOptions) -> Result<AutoSchedule, String> {
+        o.check_known("auto-schedule", &["lanes"])?;
+        let lanes = match o.0.get("lanes").map(|l| l.parse::<u32>()) {
+            None => 4,
+            Some(Ok(n)) if n == 4 || n == 8 => n,
+            Some(_) => return Err("`lanes` of `auto-schedule` must be 4 or 8".into()),
+        };
+        Ok(AutoSchedule { lanes })
+    }
+}
+
+/// The outer band of a kernel and the statements under it.
+fn band(body: &[Stmt]) -> (Vec<(String, Expr, Expr)>, &[Stmt]) {
+    let mut loops = Vec::new();
+    let mut current = body;
+    while let [Stmt::For {
+        var, lo, hi, body, ..
+    }] = current
+    {
+        loops.push((var.clone(), lo.clone(), hi.clone()));
+        current = body;
+    }
+    (loops, current)
+}
+
+/// Every access (loads and stores) in `body`: buffer, indices, is a store.
+fn accesses(body: &[Stmt]) -> Vec<(String, Vec<Expr>, bool)> {
+    let mut out = Vec::new();
+    crate::loop_nest::map_block(
+        body,
+        &mut |e| {
+            if let Expr::Load { buffer, indices } = &e {
+                out.push((buffer.clone(), indices.clone(), false));
+            }
+            e
+        },
+        &mut |n| n.to_string(),
+    );
+    fn stores(body: &[Stmt], out: &mut Vec<(String, Vec<Expr>, bool)>) {
+        for s in body {
+            match s {
+                Stmt::Store {
+                    buffer, indices, ..
+                } => out.push((buffer.clone(), indices.clone(), true)),
+                Stmt::For { body, .. } => stores(body, out),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    stores(then, out);
+                    stores(otherwise, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    stores(body, &mut out);
+    out
+}
+
+fn extent(lo: &Expr, hi: &Expr) -> Option<i64> {
+    match (lo, hi) {
+        (Expr::Int(l), Expr::Int(h)) => Some(h - l),
+        _ => None,
+    }
+}
+
+/// The pipeline of loop passes for one kernel, or why it has none.
+pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
+    let k = &m.kernels[kernel];
+    let (loops, inner) = band(&k.body);
+    if loops.is_empty() {
+        return Err("no loops".into());
+    }
+    let all = accesses(inner);
+    let store = all.iter().find(|a| a.2).ok_or("no store under the band")?;
+    let last = store.1.last().ok_or("a store of a scalar")?;
+    let column = loops
+        .iter()
+        .rev()
+        .find(|(v, _, _)| coefficient(last, v) == Some(1))
+        .ok_or("no band loop moves the store by one element")?;
+    let lanes_i = lanes as i64;
+    let column_extent =
+        extent(&column.1, &column.2).ok_or("the column loop has a symbolic extent")?;
+    if column_extent < lanes_i {
+        return Err(format!(
+            "%{} has {column_extent} iterations, fewer than {lanes} lanes",
+            column.0
+        ));
+    }
+    let vectors = if column_extent >= 2 * lanes_i { 2 } else { 1 };
+    let column_tile = vectors * lanes_i;
+    // Rows: the nearest other band loop that a lane-varying load ignores.
+    let varying: Vec<&(String, Vec<Expr>, bool)> = all
+        .iter()
+        .filter(|a| !a.2 && a.1.iter().any(|i| uses(i, &column.0)))
+        .collect();
+    let position = loops
+        .iter()
+        .position(|l| l.0 == column.0)
+        .expect("a band loop");
+    let row = loops[..position]
+        .iter()
+        .rev()
+        .chain(loops[position + 1..].iter())
+        .find(|(v, _, _)| varying.iter().any(|a| !a.1.iter().any(|i| uses(i, v))));
+    let max_rows = 12 / vectors;
+    let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
+        Some(e) if e <= max_rows => e,
+        Some(e) if e % 3 == 0 && e % 4 != 0 && max_rows >= 6 => 3,
+        _ => 4,
+    });
+    let name = &k.name;
+    let mut steps = Vec::new();
+    let (tile_loops, tile_sizes) = match (row, row_tile) {
+        (Some(r), Some(t)) => {
+            let mut ls = [(r.0.clone(), t), (column.0.clone(), column_tile)];
+            let ri = loops.iter().position(|l| l.0 == r.0).expect("a band loop");
+            if ri > position {
+                ls.swap(0, 1);
+            }
+            (
+                ls.iter().map(|l| l.0.clone()).collect::<Vec<_>>(),
+                ls.iter().map(|l| l.1.to_string()).collect::<Vec<_>>(),
+            )
+        }
+        _ => (vec![column.0.clone()], vec![column_tile.to_string()]),
+    };
+    steps.push(format!(
+        "tile{{kernel={name},loops=[{}],sizes=[{}]}}",
+        tile_loops.join(","),
+        tile_sizes.join(",")
+    ));
+    // Constants read across the column loop with a stride: pack them.
+    let mut packed = Vec::new();
+    for (buffer, indices, _) in &varying {
+        let last_ok = indices
+            .last()
+            .is_some_and(|i| coefficient(i, &column.0) == Some(1));
+        let others_ok = indices[..indices.len() - 1]
+            .iter()
+            .all(|i| coefficient(i, &column.0) == Some(0));
+        if last_ok && others_ok {
+            continue;
+        }
+        let dims: Vec<usize> = indices
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| uses(i, &column.0))
+            .map(|(d, _)| d)
+            .collect();
+        let constant = m
+            .buffer(buffer)
+            .is_some_and(|b| b.kind == lopper_ir::loops::BufferKind::Const);
+        match dims[..] {
+            [d] if constant && coefficient(&indices[d], &column.0) == Some(1) => {
+                if !packed.contains(buffer) {
+                    packed.push(buffer.clone());
+                    steps.push(format!(
+                        "pack{{kernel={name},buffer={buffer},dim={d},size={column_tile}}}"
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "%{buffer} is read with a stride along %{} and cannot be packed",
+                    column.0
+                ))
+            }
+        }
+    }
+    let point = |v: &str| format!("{v}.i");
+    steps.push(format!(
+        "vectorize{{kernel={name},loop={},lanes={lanes}}}",
+        point(&column.0)
+    ));
+    steps.push(format!(
+        "unroll{{kernel={name},loop={}.v}}",
+        point(&column.0)
+    ));
+    if let Some(r) = row {
+        steps.push(format!("unroll{{kernel={name},loop={}}}", point(&r.0)));
+    }
+    Ok(steps.join(","))
+}
+
+impl Pass<Module> for AutoSchedule {
+    fn name(&self) -> &'static str {
+        "auto-schedule"
+    }
+
+    fn description(&self) -> &'static str {
+        "choose and run tile, pack, vectorize and unroll for every kernel"
+    }
+
+    fn run(&mut self, m: &mut Module, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let mut changed = false;
+        for k in 0..m.kernels.len() {
+            let name = m.kernels[k].name.clone();
+            let pipeline = match plan(m, k, self.lanes) {
+                Ok(p) => p,
+                Err(why) => {
+                    cx.remark(format!("@{name}: left as it is: {why}"));
+                    continue;
+                }
+            };
+            let mut trial = m.clone();
+            match run_steps(&mut trial, &pipeline) {
+                Ok(()) => {
+                    cx.remark(format!("@{name}: {pipeline}"));
+                    *m = trial;
+                    changed = true;
+                }
+                Err(why) => cx.remark(format!("@{name}: left as it is: {why}")),
+            }
+        }
+        Ok(Changed::from(changed))
+    }
+}
+
+fn run_steps(m: &mut Module, pipeline: &str) -> Result<(), String> {
+    for spec in crate::pipeline::parse_pipeline(pipeline)? {
+        let info = crate::registry::lookup(&spec.name)?;
+        let crate::registry::AnyPass::Loops(mut pass) = (info.create)(&spec.options)? else {
+            return Err(format!("`{}` is not a loop pass", spec.name));
+        };
+        let mut cx = PassContext::default();
+        pass.run(m, &mut cx).map_err(|e| e.to_string())?;
+    }
+    lopper_ir::loops::verify_module(m).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}

@@ -1,0 +1,356 @@
+//! `vectorize`: turns a loop with a constant trip count into vector lanes.
+//!
+//! `vectorize{loop=i1.i,lanes=4}` rewrites `for %v in lo..hi { B }` into
+//! `for %v.v in 0..n/4 { B' }` plus a scalar remainder loop over the last
+//! `n % 4` iterations. In `B'` lane `l` does what iteration `lo + 4·%v.v + l`
+//! did:
+//!
+//! - loads and stores whose last index moves by exactly 1 with `%v` (and no
+//!   other index moves) become `vload<4>` / `vstore<4>`;
+//! - values that do not depend on `%v` are computed once and `broadcast`;
+//! - `f32` locals that take a lane-dependent value become `f32x4` locals,
+//!   so a reduction inside (the `k` loop of a matmul) accumulates in vector
+//!   registers;
+//! - inner loops and `if`s stay, as long as their bounds and conditions do
+//!   not depend on `%v`.
+//!
+//! The loop need not be innermost: vectorizing the output columns of a
+//! matmul around its `k` loop is the point. It refuses (with the reason)
+//! anything else: a strided or gathered access (pack the operand first), an
+//! index computed from `%v` other than as the last index, a condition or
+//! bound that depends on `%v`, lanes that would all store to one element.
+//! It does not reorder loops or change the order of any reduction: each
+//! lane sums its terms in the original order.
+
+use crate::loop_nest::{coefficient, fold_all, list_option, rewrite_loops, selected, uses};
+use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
+use lopper_ir::loops::{expr_text, BinOp, Expr, LoopKind, Module, ScalarType, Stmt, UnOp};
+use std::collections::HashSet;
+
+/// The `vectorize` pass.
+pub struct Vectorize {
+    /// Kernels to change (all when `None`).
+    pub kernels: Option<Vec<String>>,
+    /// The loop to vectorize.
+    pub var: String,
+    /// Lanes per vector.
+    pub lanes: u32,
+}
+
+impl Vectorize {
+    /// Reads `vectorize{loop=..,lanes=4,kernel=..}`.
+    pub fn from_options(o: &PassOptions) -> Result<Vectorize, String> {
+        o.check_known("vectorize", &["loop", "lanes", "kernel"])?;
+        let var =
+            o.0.get("loop")
+                .map(|l| l.trim().trim_start_matches('%').to_string())
+                .ok_or("`vectorize` needs `loop=NAME`")?;
+        let lanes = match o.0.get("lanes").map(|l| l.parse::<u32>()) {
+            None => 4,
+            Some(Ok(n)) if n == 4 || n == 8 => n,
+            Some(_) => return Err("`lanes` of `vectorize` must be 4 or 8".into()),
+        };
+        Ok(Vectorize {
+            kernels: o.0.get("kernel").map(|k| list_option(k)),
+            var,
+            lanes,
+        })
+    }
+}
+
+impl Pass<Module> for Vectorize {
+    fn name(&self) -> &'static str {
+        "vectorize"
+    }
+
+    fn description(&self) -> &'static str {
+        "turn a loop into vector lanes, with a scalar remainder"
+    }
+
+    fn run(&mut self, m: &mut Module, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let mut total = 0;
+        for kernel in selected(m, &self.kernels) {
+            let mut used = crate::loop_nest::names_in(kernel);
+            let vector_var = crate::loop_nest::fresh(&mut used, &format!("{}.v", self.var));
+            let count = rewrite_loops(&mut kernel.body, &self.var, &mut |s| {
+                vectorize_loop(s, &vector_var, self.lanes)
+            })
+            .map_err(|e| PassError::at("vectorize", &format!("@{}", kernel.name), e))?;
+            if count > 0 {
+                cx.remark(format!(
+                    "@{}: vectorized {count} loop(s) %{} by {}",
+                    kernel.name, self.var, self.lanes
+                ));
+            }
+            total += count;
+        }
+        Ok(Changed::from(total > 0))
+    }
+}
+
+/// Why the loop cannot be vectorized, if it cannot (for `auto-schedule`).
+pub fn vectorize_hazard(s: &Stmt, lanes: u32) -> Option<String> {
+    vectorize_loop(s.clone(), "probe.v", lanes).err()
+}
+
+/// The vector loop and the scalar remainder for one `for` statement.
+pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>, String> {
+    let Stmt::For {
+        var, lo, hi, body, ..
+    } = s
+    else {
+        unreachable!("called on loops")
+    };
+    let (Expr::Int(l), Expr::Int(h)) = (&lo, &hi) else {
+        return Err(format!(
+            "%{var} runs from `{}` to `{}`: vectorize needs a constant trip count (tile the loop first)",
+            expr_text(&lo),
+            expr_text(&hi)
+        ));
+    };
+    let n = (h - l).max(0);
+    let full = n / lanes as i64;
+    if full == 0 {
+        return Err(format!(
+            "%{var} has {n} iteration(s), fewer than {lanes} lanes"
+        ));
+    }
+    let mut w = Widen {
+        var: &var,
+        lanes,
+        vector_locals: HashSet::new(),
+        first_lane: fold_all(&Expr::bin(
+            BinOp::Add,
+            lo.clone(),
+            Expr::bin(BinOp::Mul, Expr::var(vector_var), Expr::Int(lanes as i64)),
+        )),
+    };
+    w.find_vector_locals(&body);
+    let vector_body = w.block(&body)?;
+    let mut out = vec![Stmt::For {
+        var: vector_var.to_string(),
+        lo: Expr::Int(0),
+        hi: Expr::Int(full),
+        kind: LoopKind::Serial,
+        body: vector_body,
+    }];
+    if n % lanes as i64 != 0 {
+        out.push(Stmt::For {
+            var: var.clone(),
+            lo: Expr::Int(l + full * lanes as i64),
+            hi: hi.clone(),
+            kind: LoopKind::Serial,
+            body,
+        });
+    }
+    Ok(out)
+}
+
+struct Widen<'a> {
+    var: &'a str,
+    lanes: u32,
+    vector_locals: HashSet<String>,
+    /// The index of lane 0: `lo + lanes·%v.v`.
+    first_lane: Expr,
+}
+
+impl Widen<'_> {
+    /// True if `e` takes a different value in each lane.
+    fn varies(&self, e: &Expr) -> bool {
+        uses(e, self.var) || self.vector_locals.iter().any(|l| uses(e, l))
+    }
+
+    /// `f32` locals that some lane-dependent value flows into.
+    fn find_vector_locals(&mut self, body: &[Stmt]) {
+        loop {
+            let before = self.vector_locals.len();
+            self.scan(body);
+            if self.vector_locals.len() == before {
+                break;
+            }
+        }
+    }
+
+    fn scan(&mut self, body: &[Stmt]) {
+        for s in body {
+            match s {
+                Stmt::Let {
+                    var,
+                    ty: ScalarType::F32,
+                    init: value,
+                }
+                | Stmt::Assign { var, value }
+                    if self.varies(value) =>
+                {
+                    self.vector_locals.insert(var.clone());
+                }
+                Stmt::For { body, .. } => self.scan(body),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    self.scan(then);
+                    self.scan(otherwise);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn block(&self, body: &[Stmt]) -> Result<Vec<Stmt>, String> {
+        body.iter().map(|s| self.stmt(s)).collect()
+    }
+
+    fn stmt(&self, s: &Stmt) -> Result<Stmt, String> {
+        Ok(match s {
+            Stmt::For {
+                var,
+                lo,
+                hi,
+                kind,
+                body,
+            } => {
+                if self.varies(lo) || self.varies(hi) {
+                    return Err(format!("the bounds of %{var} depend on %{}", self.var));
+                }
+                Stmt::For {
+                    var: var.clone(),
+                    lo: lo.clone(),
+                    hi: hi.clone(),
+                    kind: *kind,
+                    body: self.block(body)?,
+                }
+            }
+            Stmt::Let { var, ty, init } => {
+                if self.vector_locals.contains(var) {
+                    Stmt::Let {
+                        var: var.clone(),
+                        ty: ScalarType::Vector(self.lanes),
+                        init: self.expr(init)?,
+                    }
+                } else if self.varies(init) {
+                    return Err(format!(
+                        "%{var}: {} depends on %{} (only f32 values can become lanes)",
+                        ty.name(),
+                        self.var
+                    ));
+                } else {
+                    s.clone()
+                }
+            }
+            Stmt::Assign { var, value } => {
+                if self.vector_locals.contains(var) {
+                    Stmt::Assign {
+                        var: var.clone(),
+                        value: self.expr(value)?,
+                    }
+                } else {
+                    s.clone()
+                }
+            }
+            Stmt::Store {
+                buffer,
+                indices,
+                value,
+            } => {
+                if indices.iter().any(|i| uses(i, self.var)) {
+                    Stmt::VStore {
+                        buffer: buffer.clone(),
+                        indices: self.lane_indices(buffer, indices)?,
+                        value: self.expr(value)?,
+                        lanes: self.lanes,
+                    }
+                } else if self.varies(value) {
+                    return Err(format!(
+                        "every lane stores to %{buffer}[{}]: a reduction over %{} into memory",
+                        indices.iter().map(expr_text).collect::<Vec<_>>().join(", "),
+                        self.var
+                    ));
+                } else {
+                    s.clone()
+                }
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                if self.varies(cond) {
+                    return Err(format!(
+                        "the condition `{}` depends on %{}",
+                        expr_text(cond),
+                        self.var
+                    ));
+                }
+                Stmt::If {
+                    cond: cond.clone(),
+                    then: self.block(then)?,
+                    otherwise: self.block(otherwise)?,
+                }
+            }
+            Stmt::Alloc { .. } => s.clone(),
+            Stmt::VStore { .. } => return Err("the loop is already vectorized".into()),
+        })
+    }
+
+    /// The indices of lane 0 for an access that moves by one element per
+    /// lane along its last dimension.
+    fn lane_indices(&self, buffer: &str, indices: &[Expr]) -> Result<Vec<Expr>, String> {
+        let last = indices.len() - 1;
+        for (axis, index) in indices.iter().enumerate() {
+            let c = coefficient(index, self.var);
+            let ok = if axis == last {
+                c == Some(1)
+            } else {
+                c == Some(0)
+            };
+            if !ok {
+                return Err(format!(
+                    "%{buffer}[{}] does not move by one element along its last dimension per step of %{} (pack it first)",
+                    indices.iter().map(expr_text).collect::<Vec<_>>().join(", "),
+                    self.var
+                ));
+            }
+        }
+        Ok(indices
+            .iter()
+            .map(|i| {
+                fold_all(&crate::loop_nest::substitute_expr(
+                    i,
+                    self.var,
+                    &self.first_lane,
+                ))
+            })
+            .collect())
+    }
+
+    /// `e` as a vector of lanes.
+    fn expr(&self, e: &Expr) -> Result<Expr, String> {
+        if !self.varies(e) {
+            return Ok(Expr::Broadcast(Box::new(e.clone()), self.lanes));
+        }
+        let w = |x: &Expr| self.expr(x).map(Box::new);
+        Ok(match e {
+            Expr::Var(v) if self.vector_locals.contains(v) => e.clone(),
+            Expr::Load { buffer, indices } => Expr::VLoad {
+                buffer: buffer.clone(),
+                indices: self.lane_indices(buffer, indices)?,
+                lanes: self.lanes,
+            },
+            Expr::Binary(
+                op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Min | BinOp::Max),
+                a,
+                b,
+            ) => Expr::Binary(*op, w(a)?, w(b)?),
+            Expr::Unary(op, a) if *op != UnOp::ToFloat => Expr::Unary(*op, w(a)?),
+            Expr::Fma(a, b, c) => Expr::Fma(w(a)?, w(b)?, w(c)?),
+            Expr::Select(c, a, b) if !self.varies(c) => Expr::Select(c.clone(), w(a)?, w(b)?),
+            other => {
+                return Err(format!(
+                    "`{}` depends on %{} in a way that has no vector form",
+                    expr_text(other),
+                    self.var
+                ))
+            }
+        })
+    }
+}
