@@ -249,6 +249,9 @@ struct PipelineArgs {
     /// Print how long each pass took.
     #[arg(long)]
     time_passes: bool,
+    /// Print what each pass did or declined to do, and why (like LLVM's -Rpass).
+    #[arg(long)]
+    remarks: bool,
     /// Verify the IR after every pass (always on in debug builds).
     #[arg(long)]
     verify_each: bool,
@@ -274,6 +277,7 @@ impl PipelineArgs {
             stop_after: self.stop_after.clone(),
             disable: self.disable_pass.clone(),
             time_passes: self.time_passes,
+            remarks: self.remarks,
             verify_each: self.verify_each || cfg!(debug_assertions),
             origin,
         }

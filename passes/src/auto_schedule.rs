@@ -14,9 +14,12 @@
 //!   channels of a conv2d), unrolled so that each loaded vector feeds
 //!   several accumulators: an MR x NR register block (at most 12 vector
 //!   accumulators of the 16 registers);
-//! - `pack` for each constant operand read with a stride along the column
-//!   loop (a linear layer's `[out, in]` weights), into panels of the column
-//!   tile.
+//! - `pack` for each constant matrix read along the column loop (a linear
+//!   layer's `[out, in]` weights, read with a stride; a matmul's `[k, n]`
+//!   weights), into contiguous panels of the column tile;
+//! - `interchange` of the row-block and column-panel loops when they are
+//!   adjacent, so that each panel is reused by every row block while it is
+//!   in cache.
 //!
 //! The steps are the ordinary passes (`tile`, `pack`, `vectorize`,
 //! `unroll`, with the options it prints as remarks), tried on a copy of the
@@ -127,7 +130,28 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
             column.0
         ));
     }
-    let vectors = if column_extent >= 2 * lanes_i { 2 } else { 1 };
+    // Two vectors wide, unless one divides the extent and two do not.
+    // Up to four vectors wide: preferably a width that divides the extent
+    // (three first: a 3 x 3 block measured best on this kind of machine, then two),
+    // else the widest of three that fits (the rest runs as a partial tile).
+    // Several independent accumulator chains keep a single row (batch 1)
+    // from waiting on the FMA latency.
+    let widest_fitting = || {
+        [3i64, 2, 1]
+            .into_iter()
+            .find(|v| column_extent >= v * lanes_i)
+            .unwrap_or(1)
+    };
+    let vectors = match [3i64, 2, 4, 1]
+        .into_iter()
+        .find(|v| column_extent % (v * lanes_i) == 0)
+    {
+        Some(v) if v > 1 => v,
+        // One vector without a remainder beats a wider tile whose
+        // remainder is a large share of a short loop.
+        Some(v) if column_extent < 64 => v,
+        _ => widest_fitting(),
+    };
     let column_tile = vectors * lanes_i;
     // Rows: the nearest other band loop that a lane-varying load ignores.
     let varying: Vec<&(String, Vec<Expr>, bool)> = all
@@ -143,32 +167,50 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
         .rev()
         .chain(loops[position + 1..].iter())
         .find(|(v, _, _)| varying.iter().any(|a| !a.1.iter().any(|i| uses(i, v))));
-    let max_rows = 12 / vectors;
+    // An MR x NR block of at most 9 vector accumulators, leaving registers
+    // for the loaded vectors and the broadcast.
+    let max_rows = (9 / vectors).min(8);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
-        Some(e) if e % 3 == 0 && e % 4 != 0 && max_rows >= 6 => 3,
-        _ => 4,
+        Some(e) => (1..=max_rows)
+            .rev()
+            .find(|t| e % t == 0 && *t > 1)
+            .unwrap_or(max_rows),
+        None => max_rows,
     });
     let name = &k.name;
-    let mut steps = Vec::new();
-    let (tile_loops, tile_sizes) = match (row, row_tile) {
-        (Some(r), Some(t)) => {
-            let mut ls = [(r.0.clone(), t), (column.0.clone(), column_tile)];
-            let ri = loops.iter().position(|l| l.0 == r.0).expect("a band loop");
-            if ri > position {
-                ls.swap(0, 1);
-            }
-            (
-                ls.iter().map(|l| l.0.clone()).collect::<Vec<_>>(),
-                ls.iter().map(|l| l.1.to_string()).collect::<Vec<_>>(),
-            )
+    let mut steps: Vec<String> = Vec::new();
+    // Column panels outside row blocks: a packed panel of a constant stays
+    // in cache while every row block reads it. Adjacent loops are swapped
+    // before tiling, where the legality test sees plain indices.
+    let mut order: Vec<(String, i64, usize)> = Vec::new();
+    if let (Some(r), Some(t)) = (row, row_tile) {
+        let ri = loops.iter().position(|l| l.0 == r.0).expect("a band loop");
+        order.push((r.0.clone(), t, ri));
+    }
+    order.push((column.0.clone(), column_tile, position));
+    if let [(r, _, ri), _] = &order[..] {
+        if ri + 1 == position {
+            steps.push(format!(
+                "interchange{{kernel={name},loops=[{r},{}]}}",
+                column.0
+            ));
+            order[0].2 = position + 1;
         }
-        _ => (vec![column.0.clone()], vec![column_tile.to_string()]),
-    };
+    }
+    order.sort_by_key(|o| o.2);
     steps.push(format!(
         "tile{{kernel={name},loops=[{}],sizes=[{}]}}",
-        tile_loops.join(","),
-        tile_sizes.join(",")
+        order
+            .iter()
+            .map(|o| o.0.clone())
+            .collect::<Vec<_>>()
+            .join(","),
+        order
+            .iter()
+            .map(|o| o.1.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     ));
     // Constants read across the column loop with a stride: pack them.
     let mut packed = Vec::new();
@@ -179,7 +221,10 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
         let others_ok = indices[..indices.len() - 1]
             .iter()
             .all(|i| coefficient(i, &column.0) == Some(0));
-        if last_ok && others_ok {
+        // Unit-stride vectors of a 1-D operand (a bias) are contiguous
+        // already; a matrix is packed into panels even then, so that each
+        // column tile reads one contiguous block.
+        if last_ok && others_ok && indices.len() < 2 {
             continue;
         }
         let dims: Vec<usize> = indices
@@ -200,6 +245,7 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
                     ));
                 }
             }
+            _ if last_ok && others_ok => {}
             _ => {
                 return Err(format!(
                     "%{buffer} is read with a stride along %{} and cannot be packed",

@@ -12,6 +12,7 @@ pub mod cse;
 pub mod dce;
 pub mod fold_batchnorm;
 pub mod fold_constants;
+pub mod interchange;
 pub mod ir;
 pub mod loop_nest;
 pub mod lower_to_loops;

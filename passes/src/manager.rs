@@ -40,6 +40,8 @@ pub struct Instrumentation {
     pub disable: Vec<String>,
     /// Report the time of each pass.
     pub time_passes: bool,
+    /// Print each pass's remarks (what it did or declined, and why) to the log.
+    pub remarks: bool,
     /// Run the verifier after each pass.
     pub verify_each: bool,
     /// The command that produced the input, for the first dump's header.
@@ -155,6 +157,7 @@ impl PassManager {
                 .map_err(io)?;
             }
             let start = Instant::now();
+            let seen = cx.remarks.len();
             let changed = match (&mut *ir, pass) {
                 (Ir::Graph(g), AnyPass::Graph(p)) => p.run(g, &mut cx)? == Changed::Yes,
                 (Ir::Loops(m), AnyPass::Loops(p)) => p.run(m, &mut cx)? == Changed::Yes,
@@ -173,6 +176,11 @@ impl PassManager {
                 }
             };
             let time = start.elapsed();
+            if i.remarks {
+                for r in &cx.remarks[seen..] {
+                    writeln!(log, "remark: [{}] {r}", spec.name).map_err(io)?;
+                }
+            }
             timings.push(PassTiming {
                 pass: spec.to_string(),
                 time,

@@ -1,10 +1,11 @@
 //! `pack`: gives an operand a tile-friendly layout for one kernel.
 //!
 //! `pack{buffer=fc1.weight,dim=0,size=8,kernel=linear_relu_0}` makes
-//! `%fc1.weight.packed`, the buffer with dimension 0 split into tiles of 8
-//! and the tile moved last (`f32[300,784]` → `f32[38,784,8]`, zero-padded),
-//! and rewrites the kernel's accesses `%w[e0, e1]` into
-//! `%w.packed[e0 / 8, e1, e0 % 8]`. When `e0` is a tile base plus a point in
+//! `%fc1.weight.packed`, the buffer with dimension 0 split into panels of 8
+//! (`f32[300,784]` → `f32[38,784,8]`: panel, the other dimensions, lane;
+//! zero-padded), and rewrites the kernel's accesses `%w[e0, e1]` into
+//! `%w.packed[e0 / 8, e1, e0 % 8]`; a matmul's `%b[k, j]` packed along
+//! dimension 1 becomes `%b.packed[j / 8, k, j % 8]`. When `e0` is a tile base plus a point in
 //! `0..8` (what `tile` writes) the division and remainder fold away, so the
 //! weights of a linear layer, read down a column by a vectorized output
 //! loop, become unit-stride: each tile of 8 output neurons is one
@@ -73,7 +74,7 @@ impl Pass<Module> for Pack {
     }
 
     fn run(&mut self, m: &mut Module, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let err = |e: String| PassError::at("pack", &format!("%{}", self.buffer), e);
+        let err = |e: String| PassError::at("pack", &self.buffer, e);
         let Some(source) = m.buffer(&self.buffer).cloned() else {
             return Err(err("no such buffer".into()));
         };
@@ -88,9 +89,8 @@ impl Pass<Module> for Pack {
             return Err(err("index arrays are not packed".into()));
         }
         let packed_name = unique(m, &format!("{}.packed", self.buffer));
-        let mut dims = source.ty.shape.0.clone();
-        let extent = dims[self.dim].clone();
-        dims[self.dim] = match &extent {
+        let extent = source.ty.shape.0[self.dim].clone();
+        let tiles = match &extent {
             Dim::Static(n) => Dim::Static(n.div_ceil(self.size as usize)),
             Dim::Symbol(_) => {
                 return Err(err(format!(
@@ -99,6 +99,17 @@ impl Pass<Module> for Pack {
                 )))
             }
         };
+        let mut dims = vec![tiles];
+        dims.extend(
+            source
+                .ty
+                .shape
+                .0
+                .iter()
+                .enumerate()
+                .filter(|&(d, _)| d != self.dim)
+                .map(|(_, n)| n.clone()),
+        );
         dims.push(Dim::Static(self.size as usize));
         let ty = TensorType {
             dtype: source.ty.dtype,
@@ -285,8 +296,14 @@ fn packed_indices(
             Expr::bin(BinOp::Rem, e.clone(), Expr::Int(size)),
         )
     });
-    let mut out = indices.to_vec();
-    out[dim] = map_expr(&quotient, &mut fold);
+    let mut out = vec![map_expr(&quotient, &mut fold)];
+    out.extend(
+        indices
+            .iter()
+            .enumerate()
+            .filter(|&(d, _)| d != dim)
+            .map(|(_, i)| i.clone()),
+    );
     out.push(map_expr(&remainder, &mut fold));
     out
 }
@@ -354,11 +371,20 @@ fn packing_kernel(
     let var = |i: usize| Expr::var(&vars[i]);
     let element = Expr::bin(
         BinOp::Add,
-        Expr::bin(BinOp::Mul, var(dim), Expr::Int(size)),
+        Expr::bin(BinOp::Mul, var(0), Expr::Int(size)),
         var(rank - 1),
     );
-    let mut source_index: Vec<Expr> = (0..rank - 1).map(var).collect();
-    source_index[dim] = element.clone();
+    // The other dimensions keep their order between the tile and the lane.
+    let mut others = (1..rank - 1).map(var);
+    let source_index: Vec<Expr> = (0..rank - 1)
+        .map(|d| {
+            if d == dim {
+                element.clone()
+            } else {
+                others.next().expect("one variable per dimension")
+            }
+        })
+        .collect();
     let extent = match &source.ty.shape.0[dim] {
         Dim::Static(n) => Expr::Int(*n as i64),
         Dim::Symbol(s) => Expr::Size(s.clone()),

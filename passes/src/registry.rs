@@ -159,6 +159,15 @@ pub static PASSES: &[PassInfo] = &[
             )))
         },
     },
+    PassInfo {
+        name: "interchange",
+        description: "swap two perfectly nested loops when no iteration depends on another (loop IR)",
+        options: &[
+            ("loops", "the outer and the inner loop: [i0.o,i1.o]"),
+            ("kernel", "only these kernels (default: every kernel with the loops)"),
+        ],
+        create: |o| Ok(AnyPass::Loops(Box::new(crate::interchange::Interchange::from_options(o)?))),
+    },
 ];
 
 /// The pass named `name`, or an error listing the valid names.

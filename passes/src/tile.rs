@@ -85,6 +85,13 @@ impl Pass<Module> for Tile {
         let mut total = 0;
         for kernel in selected(m, &self.kernels) {
             let mut used = names_in(kernel);
+            if let Some(missing) = self.loops.iter().find(|l| !used.contains(*l)) {
+                cx.remark(format!(
+                    "@{}: left as it is: no loop %{missing}",
+                    kernel.name
+                ));
+                continue;
+            }
             let names: Vec<(String, String)> = self
                 .loops
                 .iter()
@@ -98,7 +105,7 @@ impl Pass<Module> for Tile {
             let count = rewrite_loops(&mut kernel.body, &self.loops[0], &mut |s| {
                 self.tile_band(s, &names)
             })
-            .map_err(|e| PassError::at("tile", &format!("@{}", kernel.name), e))?;
+            .map_err(|e| PassError::new("tile", format!("@{}: {e}", kernel.name)))?;
             if count > 0 {
                 cx.remark(format!(
                     "@{}: tiled {} band(s) of {:?} by {:?}",
@@ -123,11 +130,15 @@ impl Tile {
             else {
                 unreachable!("the band starts at a loop")
             };
+            // A tile larger than a constant extent is the whole extent.
             let size = self
                 .loops
                 .iter()
                 .position(|l| *l == var)
-                .map(|i| self.sizes[i]);
+                .map(|i| match (&lo, &hi) {
+                    (Expr::Int(l), Expr::Int(h)) if h - l >= 1 => self.sizes[i].min(h - l),
+                    _ => self.sizes[i],
+                });
             band.push(BandLoop { var, lo, hi, size });
             let found = band.iter().filter(|b| b.size.is_some()).count();
             if found == self.loops.len() {

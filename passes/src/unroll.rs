@@ -70,7 +70,7 @@ impl Pass<Module> for Unroll {
             let count = rewrite_loops(&mut kernel.body, &self.var, &mut |s| {
                 unroll_loop(s, self.factor, &outer)
             })
-            .map_err(|e| PassError::at("unroll", &format!("@{}", kernel.name), e))?;
+            .map_err(|e| PassError::new("unroll", format!("@{}: {e}", kernel.name)))?;
             if count > 0 {
                 cx.remark(format!(
                     "@{}: unrolled {count} loop(s) %{}",

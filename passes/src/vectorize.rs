@@ -75,7 +75,7 @@ impl Pass<Module> for Vectorize {
             let count = rewrite_loops(&mut kernel.body, &self.var, &mut |s| {
                 vectorize_loop(s, &vector_var, self.lanes)
             })
-            .map_err(|e| PassError::at("vectorize", &format!("@{}", kernel.name), e))?;
+            .map_err(|e| PassError::new("vectorize", format!("@{}: {e}", kernel.name)))?;
             if count > 0 {
                 cx.remark(format!(
                     "@{}: vectorized {count} loop(s) %{} by {}",

@@ -76,6 +76,8 @@ pub fn kernel_signature(module: &dyn ClifModule) -> cranelift_codegen::ir::Signa
 struct Array {
     base: Value,
     strides: Vec<Value>,
+    /// The strides in elements where they do not depend on a symbolic size.
+    static_strides: Vec<Option<i64>>,
     /// An `i64` index array rather than `f32` data.
     index: bool,
 }
@@ -86,6 +88,46 @@ struct Lowerer<'a, 'b> {
     arrays: Vec<HashMap<String, Array>>,
     vars: Vec<HashMap<String, (Variable, ScalarType)>>,
     libm: HashMap<UnOp, FuncRef>,
+}
+
+/// Strides in elements of a row-major array, where no symbolic extent
+/// enters them.
+fn static_strides(extents: &[Option<usize>]) -> Vec<Option<i64>> {
+    let mut out = vec![Some(1i64); extents.len()];
+    for d in (0..extents.len().saturating_sub(1)).rev() {
+        out[d] = match (out[d + 1], extents[d + 1]) {
+            (Some(s), Some(n)) => s.checked_mul(n as i64),
+            _ => None,
+        };
+    }
+    out
+}
+
+/// Splits `scale · e` into `Σ kᵢ·atomᵢ + constant`, where atoms are the
+/// parts of `e` that are not sums, differences or products by constants;
+/// `None` on overflow.
+fn affine_terms(e: &Expr, scale: i64, out: &mut Vec<(Expr, i64)>) -> Option<i64> {
+    match e {
+        Expr::Int(c) => c.checked_mul(scale),
+        Expr::Binary(BinOp::Add, a, b) => {
+            affine_terms(a, scale, out)?.checked_add(affine_terms(b, scale, out)?)
+        }
+        Expr::Binary(BinOp::Sub, a, b) => {
+            affine_terms(a, scale, out)?.checked_add(affine_terms(b, scale.checked_neg()?, out)?)
+        }
+        Expr::Binary(BinOp::Mul, a, b) => match (a.as_ref(), b.as_ref()) {
+            (x, Expr::Int(k)) | (Expr::Int(k), x) => affine_terms(x, scale.checked_mul(*k)?, out),
+            _ => {
+                out.push((e.clone(), scale));
+                Some(0)
+            }
+        },
+        Expr::Unary(UnOp::Neg, a) => affine_terms(a, scale.checked_neg()?, out),
+        _ => {
+            out.push((e.clone(), scale));
+            Some(0)
+        }
+    }
 }
 
 /// Fills `ctx` with the CLIF of kernel `k`.
@@ -137,12 +179,15 @@ pub fn define_kernel(
             })
             .collect();
         let strides = l.strides(&extents);
+        let static_extents: Vec<Option<usize>> =
+            buffer.ty.shape.0.iter().map(Dim::as_static).collect();
         let index = buffer.index_data.is_some();
         l.arrays[0].insert(
             p.clone(),
             Array {
                 base,
                 strides,
+                static_strides: static_strides(&static_extents),
                 index,
             },
         );
@@ -209,20 +254,17 @@ impl Lowerer<'_, '_> {
             Stmt::For {
                 var, lo, hi, body, ..
             } => {
+                // Rotated: a guard, then a body that tests at its end. The
+                // body block heads the loop and runs whenever the loop is
+                // entered, so Cranelift can hoist loop-invariant address
+                // arithmetic out of it.
                 let lo = self.expr(lo)?;
                 let hi = self.expr(hi)?;
                 let v = self.b.declare_var(types::I64);
                 self.b.def_var(v, lo);
-                let (header, inner, exit) = (
-                    self.b.create_block(),
-                    self.b.create_block(),
-                    self.b.create_block(),
-                );
-                self.b.ins().jump(header, &[]);
-                self.b.switch_to_block(header);
-                let current = self.b.use_var(v);
-                let more = self.b.ins().icmp(IntCC::SignedLessThan, current, hi);
-                self.b.ins().brif(more, inner, &[], exit, &[]);
+                let (inner, exit) = (self.b.create_block(), self.b.create_block());
+                let enter = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+                self.b.ins().brif(enter, inner, &[], exit, &[]);
                 self.b.switch_to_block(inner);
                 self.vars
                     .push(HashMap::from([(var.clone(), (v, ScalarType::Index))]));
@@ -231,7 +273,8 @@ impl Lowerer<'_, '_> {
                 let current = self.b.use_var(v);
                 let next = self.b.ins().iadd_imm_s(current, 1);
                 self.b.def_var(v, next);
-                self.b.ins().jump(header, &[]);
+                let more = self.b.ins().icmp(IntCC::SignedLessThan, next, hi);
+                self.b.ins().brif(more, inner, &[], exit, &[]);
                 self.b.switch_to_block(exit);
             }
             Stmt::Let { var, ty, init } => {
@@ -255,8 +298,10 @@ impl Lowerer<'_, '_> {
                 value,
             } => {
                 let value = self.expr(value)?;
-                let addr = self.address(buffer, indices)?;
-                self.b.ins().store(MemFlagsData::trusted(), value, addr, 0);
+                let (addr, disp) = self.address(buffer, indices)?;
+                self.b
+                    .ins()
+                    .store(MemFlagsData::trusted(), value, addr, disp);
             }
             Stmt::VStore {
                 buffer,
@@ -266,11 +311,11 @@ impl Lowerer<'_, '_> {
             } => {
                 self.vector_type(*lanes)?;
                 let value = self.expr(value)?;
-                let addr = self.address(buffer, indices)?;
+                let (addr, disp) = self.address(buffer, indices)?;
                 // Lanes need not be 16-byte aligned.
                 self.b
                     .ins()
-                    .store(MemFlagsData::new().with_notrap(), value, addr, 0);
+                    .store(MemFlagsData::new().with_notrap(), value, addr, disp);
             }
             Stmt::If {
                 cond,
@@ -305,11 +350,13 @@ impl Lowerer<'_, '_> {
                     .map(|&d| self.b.ins().iconst(types::I64, d as i64))
                     .collect();
                 let strides = self.strides(&extents);
+                let static_extents: Vec<Option<usize>> = dims.iter().map(|&d| Some(d)).collect();
                 self.arrays.last_mut().expect("a scope is open").insert(
                     name.clone(),
                     Array {
                         base,
                         strides,
+                        static_strides: static_strides(&static_extents),
                         index: false,
                     },
                 );
@@ -326,20 +373,86 @@ impl Lowerer<'_, '_> {
             .ok_or_else(|| self.err(format!("unknown buffer %{buffer}")))
     }
 
-    fn address(&mut self, buffer: &str, indices: &[Expr]) -> Result<Value, BackendError> {
-        let mut offset = self.b.ins().iconst(types::I64, 0);
-        let (base, strides, index) = {
+    /// The address of an element and a constant byte displacement.
+    ///
+    /// Indices are split into affine terms over the kernel's variables
+    /// (`%i0.o * 4 + 2` is 4·`%i0.o` + 2): the constant goes into the
+    /// displacement of the load or store, and the terms are added to the
+    /// base outermost-scope first. Accesses that differ only by constants
+    /// (the rows and columns of an unrolled tile) then share one address
+    /// computation, and its loop-invariant part sits apart from the
+    /// changing one.
+    fn address(&mut self, buffer: &str, indices: &[Expr]) -> Result<(Value, i32), BackendError> {
+        let (base, strides, static_strides, index) = {
             let a = self.array(buffer)?;
-            (a.base, a.strides.clone(), a.index)
+            (a.base, a.strides.clone(), a.static_strides.clone(), a.index)
         };
+        let element: i64 = if index { 8 } else { 4 };
+        let mut terms: Vec<(Expr, i64)> = Vec::new();
+        let mut constant: i64 = 0;
+        let mut dynamic = Vec::new();
         for (i, e) in indices.iter().enumerate() {
-            let v = self.expr(e)?;
-            let term = self.b.ins().imul(v, strides[i]);
-            offset = self.b.ins().iadd(offset, term);
+            let split = static_strides[i].and_then(|s| {
+                let mut t = Vec::new();
+                let c = affine_terms(e, s.checked_mul(element)?, &mut t)?;
+                Some((t, c))
+            });
+            match split {
+                Some((t, c)) => {
+                    constant = constant
+                        .checked_add(c)
+                        .ok_or_else(|| self.err("address overflow".into()))?;
+                    for (atom, k) in t {
+                        match terms.iter_mut().find(|(a, _)| *a == atom) {
+                            Some(slot) => slot.1 += k,
+                            None => terms.push((atom, k)),
+                        }
+                    }
+                }
+                None => dynamic.push((e, strides[i])),
+            }
         }
-        // Elements are 4 bytes (f32) or 8 (i64 indices).
-        let bytes = self.b.ins().ishl_imm_u(offset, if index { 3 } else { 2 });
-        Ok(self.b.ins().iadd(base, bytes))
+        terms.retain(|(_, k)| *k != 0);
+        // Outer scopes first, so the inner loop adds only its own terms.
+        let mut ordered: Vec<(usize, Expr, i64)> = terms
+            .into_iter()
+            .map(|(a, k)| (self.depth(&a), a, k))
+            .collect();
+        ordered.sort_by_key(|(d, _, _)| *d);
+        let mut addr = base;
+        for (_, atom, k) in ordered {
+            let v = self.expr(&atom)?;
+            let term = self.b.ins().imul_imm_s(v, k);
+            addr = self.b.ins().iadd(addr, term);
+        }
+        for (e, stride) in dynamic {
+            let v = self.expr(e)?;
+            let elements = self.b.ins().imul(v, stride);
+            let bytes = self.b.ins().imul_imm_s(elements, element);
+            addr = self.b.ins().iadd(addr, bytes);
+        }
+        match i32::try_from(constant) {
+            Ok(disp) => Ok((addr, disp)),
+            Err(_) => {
+                let c = self.b.ins().iconst(types::I64, constant);
+                Ok((self.b.ins().iadd(addr, c), 0))
+            }
+        }
+    }
+
+    /// How deep the innermost scope that `e` depends on is (0: the kernel).
+    fn depth(&self, e: &Expr) -> usize {
+        match e {
+            Expr::Var(v) => self
+                .vars
+                .iter()
+                .rposition(|scope| scope.contains_key(v))
+                .unwrap_or(0),
+            Expr::Binary(_, a, b) => self.depth(a).max(self.depth(b)),
+            Expr::Unary(_, a) => self.depth(a),
+            Expr::Load { indices, .. } => indices.iter().map(|i| self.depth(i)).max().unwrap_or(0),
+            _ => 0,
+        }
     }
 
     fn type_of(&self, e: &Expr) -> ScalarType {
@@ -384,16 +497,16 @@ impl Lowerer<'_, '_> {
                 self.b.use_var(var)
             }
             Expr::Load { buffer, indices } if self.array(buffer)?.index => {
-                let addr = self.address(buffer, indices)?;
+                let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()
-                    .load(types::I64, MemFlagsData::trusted(), addr, 0)
+                    .load(types::I64, MemFlagsData::trusted(), addr, disp)
             }
             Expr::Load { buffer, indices } => {
-                let addr = self.address(buffer, indices)?;
+                let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()
-                    .load(types::F32, MemFlagsData::trusted(), addr, 0)
+                    .load(types::F32, MemFlagsData::trusted(), addr, disp)
             }
             Expr::Binary(op, a, c) => {
                 let float = matches!(self.type_of(a), ScalarType::F32 | ScalarType::Vector(_));
@@ -480,10 +593,10 @@ impl Lowerer<'_, '_> {
                 lanes,
             } => {
                 let ty = self.vector_type(*lanes)?;
-                let addr = self.address(buffer, indices)?;
+                let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()
-                    .load(ty, MemFlagsData::new().with_notrap(), addr, 0)
+                    .load(ty, MemFlagsData::new().with_notrap(), addr, disp)
             }
             Expr::Broadcast(v, lanes) => {
                 let ty = self.vector_type(*lanes)?;

@@ -253,33 +253,59 @@ pub enum ParamSource {
 }
 
 /// The shape of a tensor of shape `shape` packed along `dim` by `size`:
-/// `dim` becomes `ceil(n / size)` tiles and a last dimension `size` holds
-/// each tile.
+/// `[ceil(n / size), the other dimensions in order, size]`, so that each
+/// tile of `size` along `dim` is one contiguous panel.
 pub fn packed_shape(shape: &[usize], dim: usize, size: usize) -> Vec<usize> {
-    let mut out = shape.to_vec();
-    out[dim] = shape[dim].div_ceil(size);
+    let mut out = vec![shape[dim].div_ceil(size)];
+    out.extend(
+        shape
+            .iter()
+            .enumerate()
+            .filter(|&(d, _)| d != dim)
+            .map(|(_, &n)| n),
+    );
     out.push(size);
     out
 }
 
-/// `t` packed along `dim` by `size`: element `[.., i, .., j]` moves to
-/// `[.., i / size, .., j, i % size]`; the padding of the last tile is zero.
+/// Where element `index` of a tensor of shape `shape` goes when packed along
+/// `dim` by `size`, as a flat offset into [`packed_shape`].
+fn packed_offset(shape: &[usize], index: &[usize], dim: usize, size: usize) -> usize {
+    let mut flat = index[dim] / size;
+    for (d, (&i, &n)) in index.iter().zip(shape).enumerate() {
+        if d != dim {
+            flat = flat * n + i;
+        }
+    }
+    flat * size + index[dim] % size
+}
+
+/// `t` packed along `dim` by `size` ([`packed_shape`]): element
+/// `[.., i, ..]` moves to `[i / size, .., i % size]`; the padding of the
+/// last panel is zero.
 pub fn pack_tensor(t: &Tensor, dim: usize, size: usize) -> Tensor {
     let shape = packed_shape(&t.shape, dim, size);
     let mut data = vec![0.0; shape.iter().product()];
-    let outer: usize = t.shape[..dim].iter().product();
-    let inner: usize = t.shape[dim + 1..].iter().product();
-    let (n, tiles) = (t.shape[dim], shape[dim]);
-    for o in 0..outer {
-        for i in 0..n {
-            for j in 0..inner {
-                let from = (o * n + i) * inner + j;
-                let to = ((o * tiles + i / size) * inner + j) * size + i % size;
-                data[to] = t.data[from];
+    for_each_index(&t.shape, |flat, index| {
+        data[packed_offset(&t.shape, index, dim, size)] = t.data[flat];
+    });
+    Tensor { shape, data }
+}
+
+/// Calls `f` with the flat offset and the index of every element, in order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let n: usize = shape.iter().product();
+    let mut index = vec![0usize; shape.len()];
+    for flat in 0..n {
+        f(flat, &index);
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
             }
+            index[d] = 0;
         }
     }
-    Tensor { shape, data }
 }
 
 /// A constant tensor and its source.
@@ -498,18 +524,10 @@ impl Param {
 
 /// The inverse of [`pack_tensor`]: the values of the unpacked tensor.
 fn unpack_tensor(packed: &Tensor, shape: &[usize], dim: usize, size: usize) -> Vec<f32> {
-    let outer: usize = shape[..dim].iter().product();
-    let inner: usize = shape[dim + 1..].iter().product();
-    let (n, tiles) = (shape[dim], shape[dim].div_ceil(size));
     let mut data = vec![0.0; shape.iter().product()];
-    for o in 0..outer {
-        for i in 0..n {
-            for j in 0..inner {
-                data[(o * n + i) * inner + j] =
-                    packed.data[((o * tiles + i / size) * inner + j) * size + i % size];
-            }
-        }
-    }
+    for_each_index(shape, |flat, index| {
+        data[flat] = packed.data[packed_offset(shape, index, dim, size)];
+    });
     data
 }
 

@@ -388,16 +388,25 @@ impl Checker<'_> {
                 };
                 facts.insert(key, merged);
             };
-            // `a + c < b` also bounds `a` (tiles guard their base this way).
+            // `a + c < b` also bounds `a` (tiles guard their base this way),
+            // and `v * k + c < b` bounds the variable `v` by `(b - c) / k`.
             if let Expr::Binary(BinOp::Add, base, c) = &**small {
                 if let (Expr::Int(c), Some(u)) = (&**c, &upper) {
-                    bound(
-                        base,
-                        Interval {
-                            lo: None,
-                            hi: u.sub(&Affine::constant(*c)),
-                        },
-                    );
+                    let hi = u.sub(&Affine::constant(*c));
+                    if let (Expr::Binary(BinOp::Mul, v, k), Some(h)) = (&**base, &hi) {
+                        if let (Expr::Var(_), Expr::Int(k)) = (&**v, &**k) {
+                            if let Some(q) = h.div_floor(*k) {
+                                bound(
+                                    v,
+                                    Interval {
+                                        lo: None,
+                                        hi: Some(q),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                    bound(base, Interval { lo: None, hi });
                 }
             }
             bound(

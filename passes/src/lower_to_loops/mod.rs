@@ -24,7 +24,7 @@ mod ops;
 use crate::pass::PassError;
 use build::{binary_op, broadcast_index, load, nest, unary_expr, vars};
 use lopper_ir::graph::NodeIndex;
-use lopper_ir::loops::{Buffer, BufferKind, Expr, Kernel, Module, ScalarType, Stmt};
+use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, Kernel, Module, ScalarType, Stmt};
 use lopper_ir::{Dim, Graph, Op, TensorType};
 use std::collections::{HashMap, HashSet};
 
@@ -48,6 +48,8 @@ struct Lowering<'g> {
     fused: HashSet<NodeIndex>,
     used_names: HashSet<String>,
     fuse: bool,
+    /// The zero-bordered copy of a padded conv2d's input.
+    padded: HashMap<NodeIndex, String>,
 }
 
 impl<'g> Lowering<'g> {
@@ -77,6 +79,7 @@ impl<'g> Lowering<'g> {
             fused: HashSet::new(),
             used_names: HashSet::new(),
             fuse: true,
+            padded: HashMap::new(),
         })
     }
 
@@ -226,6 +229,11 @@ impl<'g> Lowering<'g> {
             let root = root_of[&n];
             let chain = self.epilogues.get(&root).cloned().unwrap_or_default();
             let out = self.buffer_of[&n].clone();
+            if let Op::Conv2d(c) = &g.node(root).op {
+                if c.padding.iter().any(|&p| p > 0) {
+                    self.pad_input(root, c);
+                }
+            }
             let body = self.lower_op(root, &out, &chain)?;
             let mut kernel_name: Vec<&str> = vec![g.node(root).op.name()];
             kernel_name.extend(chain.iter().map(|&c| g.node(c).op.name()));
@@ -254,6 +262,47 @@ impl<'g> Lowering<'g> {
             )
         })?;
         Ok(self.module)
+    }
+
+    /// Copies a conv2d's input into a zero-bordered scratch buffer, so the
+    /// convolution itself reads without bounds tests (and vectorizes).
+    fn pad_input(&mut self, conv: NodeIndex, c: &lopper_ir::graph::op::Conv2dAttrs) {
+        let (x, xt) = self.operand(conv, 0);
+        let [top, left, bottom, right] = c.padding;
+        let mut dims = xt.shape.0.clone();
+        let (h, w) = (
+            dims[2].as_static().expect("verified: static conv dims"),
+            dims[3].as_static().expect("verified: static conv dims"),
+        );
+        dims[2] = Dim::Static(h + top + bottom);
+        dims[3] = Dim::Static(w + left + right);
+        let ty = TensorType::f32(lopper_ir::Shape(dims.clone()));
+        let name = self.add_buffer(&format!("{x}.pad"), BufferKind::Scratch, &ty, None);
+        let v = |i: usize| Expr::var(&format!("i{i}"));
+        let inside = |i: usize, before: usize, n: usize| {
+            Expr::bin(
+                BinOp::And,
+                Expr::bin(BinOp::Ge, v(i), Expr::Int(before as i64)),
+                Expr::bin(BinOp::Lt, v(i), Expr::Int((before + n) as i64)),
+            )
+        };
+        let shifted = |i: usize, before: usize| build::sub(v(i), build::int(before));
+        let all: Vec<Expr> = (0..4).map(v).collect();
+        let body = vec![Stmt::If {
+            cond: Expr::bin(BinOp::And, inside(2, top, h), inside(3, left, w)),
+            then: vec![Stmt::Store {
+                buffer: name.clone(),
+                indices: all.clone(),
+                value: load(&x, vec![v(0), v(1), shifted(2, top), shifted(3, left)]),
+            }],
+            otherwise: vec![Stmt::Store {
+                buffer: name.clone(),
+                indices: all,
+                value: Expr::Float(0.0),
+            }],
+        }];
+        self.push_kernel("pad", nest("i", &dims, body));
+        self.padded.insert(conv, name);
     }
 
     /// Adds a kernel, listing as params every buffer its body touches.

@@ -305,6 +305,11 @@ impl Lowering<'_> {
         let node = self.g.node(n);
         let (x, xt) = self.operand(n, 0);
         let (w, wt) = self.operand(n, 1);
+        // A padded input was copied into a zero-bordered buffer.
+        let (x, shift) = match self.padded.get(&n) {
+            Some(p) => (p.clone(), false),
+            None => (x, true),
+        };
         let s = |d: usize| {
             xt.shape.0[d]
                 .as_static()
@@ -328,7 +333,7 @@ impl Lowering<'_> {
                     mul(o.clone(), int(c.stride[axis])),
                     mul(Expr::var(k), int(c.dilation[axis])),
                 ),
-                int(c.padding[axis]),
+                int(if shift { c.padding[axis] } else { 0 }),
             )
         };
         let iy = coord(&idx[2], "ky", 0);
@@ -345,7 +350,7 @@ impl Lowering<'_> {
                 ],
             ),
         );
-        let padded = c.padding.iter().any(|&p| p > 0);
+        let padded = shift && c.padding.iter().any(|&p| p > 0);
         let tap = if padded {
             vec![guard(&[(iy, h), (ix, wd)], vec![tap])]
         } else {
