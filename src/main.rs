@@ -617,8 +617,16 @@ fn compile_model(
     let Ir::Loops(m) = &ir else {
         bail!("internal error: compile needs loop IR")
     };
+    let codegen_start = std::time::Instant::now();
     let artifact =
         lopper_backends::cranelift::compile_object(m, name, &file.display().to_string())?;
+    if pipeline.time_passes {
+        eprintln!(
+            "  {:.4} s  code generation (Cranelift, {} kernels)",
+            codegen_start.elapsed().as_secs_f64(),
+            m.kernels.len()
+        );
+    }
     for (kind, ext, contents) in [
         (Artifact::Lir, "lir", ir.print().into_bytes()),
         (Artifact::Clif, "clif", artifact.clif.clone().into_bytes()),
@@ -631,7 +639,14 @@ fn compile_model(
         }
     }
     if emit.contains(&Artifact::So) {
+        let link_start = std::time::Instant::now();
         lopper_backends::cranelift::link_shared(&artifact.object, output)?;
+        if pipeline.time_passes {
+            eprintln!(
+                "  {:.4} s  link (cc -shared)",
+                link_start.elapsed().as_secs_f64()
+            );
+        }
         written.insert(0, output.to_path_buf());
     }
     if let Some(dir) = &pipeline.dump_dir {

@@ -242,12 +242,9 @@ fn lowering_continues_the_dumps_and_runs() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("module @lenet5(batch) {"));
-    let last = std::fs::read_to_string(dir.join("d/09-plan-memory.lir")).unwrap();
+    let last = std::fs::read_to_string(dir.join("d/11-plan-memory.lir")).unwrap();
     let (header, body) = last.split_once('\n').unwrap();
-    assert_eq!(
-        header,
-        "// lopper opt d/08-auto-schedule.lir --passes 'plan-memory'"
-    );
+    assert_eq!(header, "// lopper opt d/10-hoist.lir --passes 'plan-memory'");
     assert_eq!(body, out);
     // The loop IR runs through the loop interpreter and agrees with the graph.
     std::fs::write(dir.join("l.lir"), &out).unwrap();
@@ -312,15 +309,15 @@ fn compile_dumps_every_stage_through_clif() {
     assert!(out.contains("entry point `lenet5_run`"));
     assert!(dir.join("out/lenet5.h").exists());
     let files = common::sorted_files(&dir.join("d"));
-    assert_eq!(files.len(), 11, "{files:?}");
+    assert_eq!(files.len(), 13, "{files:?}");
     assert_eq!(files[7], "07-lower-to-loops.lir");
     assert_eq!(files[8], "08-auto-schedule.lir");
-    assert_eq!(files[9], "09-plan-memory.lir");
-    assert_eq!(files[10], "10-cranelift.clif");
-    let clif = std::fs::read_to_string(dir.join("d/10-cranelift.clif")).unwrap();
+    assert_eq!(files[11], "11-plan-memory.lir");
+    assert_eq!(files[12], "12-cranelift.clif");
+    let clif = std::fs::read_to_string(dir.join("d/12-cranelift.clif")).unwrap();
     let (header, body) = clif.split_once('\n').unwrap();
-    assert_eq!(header, "; lopper dump d/09-plan-memory.lir --emit clif");
-    let (code, again, err) = lopper(&dir, &["dump", "d/09-plan-memory.lir", "--emit", "clif"]);
+    assert_eq!(header, "; lopper dump d/11-plan-memory.lir --emit clif");
+    let (code, again, err) = lopper(&dir, &["dump", "d/11-plan-memory.lir", "--emit", "clif"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(again, body);
     assert!(body.contains("; kernel @conv2d_relu_1") && body.contains("; entry point lenet5_run"));

@@ -108,6 +108,7 @@ fn extent(lo: &Expr, hi: &Expr) -> Option<i64> {
 
 /// The pipeline of loop passes for one kernel, or why it has none.
 pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
+    let short_taps = !short_innermost_loops(band(&m.kernels[kernel].body).1).is_empty();
     let k = &m.kernels[kernel];
     let (loops, inner) = band(&k.body);
     if loops.is_empty() {
@@ -131,28 +132,19 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
         ));
     }
     // Two vectors wide, unless one divides the extent and two do not.
-    // Up to four vectors wide: preferably a width that divides the extent
-    // (three first: a 3 x 3 block measured best on this kind of machine, then two),
-    // else the widest of three that fits (the rest runs as a partial tile).
-    // Several independent accumulator chains keep a single row (batch 1)
-    // from waiting on the FMA latency.
-    let widest_fitting = || {
-        [3i64, 2, 1]
-            .into_iter()
-            .find(|v| column_extent >= v * lanes_i)
-            .unwrap_or(1)
+    // Three vectors wide (a 3 x 3 block of accumulators measured best for
+    // long reductions on this kind of machine), fewer when the loop is
+    // shorter. The last tile of a constant extent is vectorized too, so
+    // remainders cost little. Several independent accumulator chains keep
+    // a single row (batch 1) from waiting on the FMA latency.
+    let vectors = (column_extent / lanes_i).clamp(1, 3);
+    // A short column loop that lanes do not divide (a conv2d's 10 output
+    // columns) is one tile; its last vector overlaps the one before.
+    let (vectors, column_tile) = if column_extent <= 4 * lanes_i && column_extent % lanes_i != 0 {
+        ((column_extent + lanes_i - 1) / lanes_i, column_extent)
+    } else {
+        (vectors, vectors * lanes_i)
     };
-    let vectors = match [3i64, 2, 4, 1]
-        .into_iter()
-        .find(|v| column_extent % (v * lanes_i) == 0)
-    {
-        Some(v) if v > 1 => v,
-        // One vector without a remainder beats a wider tile whose
-        // remainder is a large share of a short loop.
-        Some(v) if column_extent < 64 => v,
-        _ => widest_fitting(),
-    };
-    let column_tile = vectors * lanes_i;
     // Rows: the nearest other band loop that a lane-varying load ignores.
     let varying: Vec<&(String, Vec<Expr>, bool)> = all
         .iter()
@@ -168,8 +160,11 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
         .chain(loops[position + 1..].iter())
         .find(|(v, _, _)| varying.iter().any(|a| !a.1.iter().any(|i| uses(i, v))));
     // An MR x NR block of at most 9 vector accumulators, leaving registers
-    // for the loaded vectors and the broadcast.
-    let max_rows = (9 / vectors).min(8);
+    // for the loaded vectors and the broadcast; 12 where the reduction is
+    // short unrolled taps (a conv2d's kernel window), which measured faster
+    // there while long reductions (a linear layer's) measured slower.
+    let budget = if short_taps { 12 } else { 9 };
+    let max_rows = (budget / vectors).min(8);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
         Some(e) => (1..=max_rows)
@@ -282,25 +277,69 @@ impl Pass<Module> for AutoSchedule {
         let mut changed = false;
         for k in 0..m.kernels.len() {
             let name = m.kernels[k].name.clone();
-            let pipeline = match plan(m, k, self.lanes) {
-                Ok(p) => p,
+            // Short innermost reduction loops (the taps of a conv2d or a
+            // pool) are unrolled whatever else happens.
+            let (_, inner) = band(&m.kernels[k].body);
+            let short = short_innermost_loops(inner);
+            let mut steps = match plan(m, k, self.lanes) {
+                Ok(p) => vec![p],
                 Err(why) => {
-                    cx.remark(format!("@{name}: left as it is: {why}"));
-                    continue;
+                    cx.remark(format!("@{name}: not vectorized: {why}"));
+                    Vec::new()
                 }
             };
-            let mut trial = m.clone();
-            match run_steps(&mut trial, &pipeline) {
-                Ok(()) => {
-                    cx.remark(format!("@{name}: {pipeline}"));
-                    *m = trial;
-                    changed = true;
+            steps.extend(
+                short
+                    .iter()
+                    .map(|l| format!("unroll{{kernel={name},loop={l}}}")),
+            );
+            for pipeline in steps {
+                let mut trial = m.clone();
+                match run_steps(&mut trial, &pipeline) {
+                    Ok(()) => {
+                        cx.remark(format!("@{name}: {pipeline}"));
+                        *m = trial;
+                        changed = true;
+                    }
+                    Err(why) => cx.remark(format!("@{name}: not applied: {pipeline}: {why}")),
                 }
-                Err(why) => cx.remark(format!("@{name}: left as it is: {why}")),
             }
         }
         Ok(Changed::from(changed))
     }
+}
+
+/// Loops with no loop inside and at most 8 iterations, by name.
+fn short_innermost_loops(body: &[Stmt]) -> Vec<String> {
+    fn walk(body: &[Stmt], out: &mut Vec<String>) {
+        for s in body {
+            match s {
+                Stmt::For {
+                    var, lo, hi, body, ..
+                } => {
+                    let innermost = !body.iter().any(|s| matches!(s, Stmt::For { .. }));
+                    match extent(lo, hi) {
+                        Some(n) if innermost && (2..=8).contains(&n) => {
+                            if !out.contains(var) {
+                                out.push(var.clone());
+                            }
+                        }
+                        _ => walk(body, out),
+                    }
+                }
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, out);
+                    walk(otherwise, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(body, &mut out);
+    out
 }
 
 fn run_steps(m: &mut Module, pipeline: &str) -> Result<(), String> {

@@ -37,14 +37,15 @@ pub const fn graph_pipeline(level: u8) -> &'static str {
 /// after [`graph_pipeline`] when the model is compiled.
 ///
 /// O0 lowers each op to its own naive loop nest; O1 fuses elementwise
-/// consumers into their producers; O2 (and O3, reserved for sparsity and
-/// tuning) add `auto-schedule`: tiling, packing, vectorization, unrolling.
+/// consumers into their producers and simplifies the loops; O2 (and O3,
+/// reserved for sparsity and tuning) add `auto-schedule` (tiling, packing,
+/// vectorization, unrolling) and `hoist`.
 /// Every level ends with `plan-memory`.
 pub const fn loop_pipeline(level: u8) -> &'static str {
     match level {
         0 => "lower-to-loops{fuse=false},plan-memory",
-        1 => "lower-to-loops,plan-memory",
-        _ => "lower-to-loops,auto-schedule,plan-memory",
+        1 => "lower-to-loops,simplify-loops,plan-memory",
+        _ => "lower-to-loops,auto-schedule,simplify-loops,hoist,plan-memory",
     }
 }
 

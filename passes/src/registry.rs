@@ -168,6 +168,24 @@ pub static PASSES: &[PassInfo] = &[
         ],
         create: |o| Ok(AnyPass::Loops(Box::new(crate::interchange::Interchange::from_options(o)?))),
     },
+    PassInfo {
+        name: "simplify-loops",
+        description: "fold index arithmetic; drop empty loops, inline one-iteration loops and constant ifs (loop IR)",
+        options: &[],
+        create: |o| {
+            o.check_known("simplify-loops", &[])?;
+            Ok(AnyPass::Loops(Box::new(crate::simplify_loops::SimplifyLoops)))
+        },
+    },
+    PassInfo {
+        name: "hoist",
+        description: "move loop-invariant lets out of loops (loop IR)",
+        options: &[],
+        create: |o| {
+            o.check_known("hoist", &[])?;
+            Ok(AnyPass::Loops(Box::new(crate::hoist::Hoist)))
+        },
+    },
 ];
 
 /// The pass named `name`, or an error listing the valid names.

@@ -14,7 +14,9 @@
 //! Each tiled loop gets a full and a partial version, so a later pass can
 //! unroll and vectorize the constant-trip point loops of the full tiles
 //! while the remainders (any size: 300, 784, 7, a symbolic batch) stay
-//! correct. A loop whose constant extent the size divides has no partial
+//! correct. For a constant extent the partial tile is the last one and has
+//! a known size, so its point loop (`for %i1.i in 0..4` for 300 by 8) is
+//! a constant-trip loop of the same name that later passes treat alike. A loop whose constant extent the size divides has no partial
 //! version. The guard `base + size <= extent` is also what proves the full
 //! tile's accesses in bounds. Multi-level tiling is tiling a point or tile
 //! loop again. The pass refuses a band whose bounds depend on each other or
@@ -254,12 +256,17 @@ fn versions(
         for (j, (b, (outer, point))) in tiled.iter().enumerate().rev() {
             let size = b.size.expect("tiled");
             let base = tile_base(b, outer, size);
-            inner = if full[j] {
+            // The last tile of a constant extent has a known size too.
+            let last = match (&b.lo, &b.hi) {
+                (Expr::Int(lo), Expr::Int(hi)) if !full[j] => Some((hi - lo) % size),
+                _ => None,
+            };
+            inner = if full[j] || last.is_some() {
                 let value = fold(Expr::bin(BinOp::Add, base, Expr::var(point)));
                 vec![Stmt::For {
                     var: point.clone(),
                     lo: Expr::Int(0),
-                    hi: Expr::Int(size),
+                    hi: Expr::Int(last.unwrap_or(size)),
                     kind: LoopKind::Serial,
                     body: substitute(&inner, &b.var, &value),
                 }]

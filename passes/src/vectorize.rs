@@ -1,8 +1,10 @@
 //! `vectorize`: turns a loop with a constant trip count into vector lanes.
 //!
 //! `vectorize{loop=i1.i,lanes=4}` rewrites `for %v in lo..hi { B }` into
-//! `for %v.v in 0..n/4 { B' }` plus a scalar remainder loop over the last
-//! `n % 4` iterations. In `B'` lane `l` does what iteration `lo + 4·%v.v + l`
+//! `for %v.v in 0..n/4 { B' }` plus, for the last `n % 4` iterations, one
+//! more vector that ends at the last iteration (when an iteration may run
+//! twice: it reads nothing it writes, so lanes shared with the previous
+//! vector store the same values again) or else a scalar remainder loop. In `B'` lane `l` does what iteration `lo + 4·%v.v + l`
 //! did:
 //!
 //! - loads and stores whose last index moves by exactly 1 with `%v` (and no
@@ -111,9 +113,15 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
     let n = (h - l).max(0);
     let full = n / lanes as i64;
     if full == 0 {
-        return Err(format!(
-            "%{var} has {n} iteration(s), fewer than {lanes} lanes"
-        ));
+        // Too short for one vector (the last tile of a tiled loop, say):
+        // it stays scalar.
+        return Ok(vec![Stmt::For {
+            var,
+            lo,
+            hi,
+            kind: LoopKind::Serial,
+            body,
+        }]);
     }
     let mut w = Widen {
         var: &var,
@@ -135,15 +143,82 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
         body: vector_body,
     }];
     if n % lanes as i64 != 0 {
-        out.push(Stmt::For {
-            var: var.clone(),
-            lo: Expr::Int(l + full * lanes as i64),
-            hi: hi.clone(),
-            kind: LoopKind::Serial,
-            body,
-        });
+        if recomputable(&body) {
+            // One more vector ending at the last iteration: the lanes it
+            // shares with the previous vector store the same values again.
+            let tail = Widen {
+                first_lane: Expr::Int(h - lanes as i64),
+                ..w
+            };
+            out.push(Stmt::For {
+                var: format!("{vector_var}.tail"),
+                lo: Expr::Int(0),
+                hi: Expr::Int(1),
+                kind: LoopKind::Serial,
+                body: tail.block(&body)?,
+            });
+        } else {
+            out.push(Stmt::For {
+                var: var.clone(),
+                lo: Expr::Int(l + full * lanes as i64),
+                hi: hi.clone(),
+                kind: LoopKind::Serial,
+                body,
+            });
+        }
     }
     Ok(out)
+}
+
+/// True if running an iteration of `body` twice stores the same values:
+/// it reads no buffer it writes and updates no local declared outside it.
+fn recomputable(body: &[Stmt]) -> bool {
+    fn walk(body: &[Stmt], declared: &mut HashSet<String>, stored: &mut HashSet<String>) -> bool {
+        body.iter().all(|s| match s {
+            Stmt::For { var, body, .. } => {
+                declared.insert(var.clone());
+                walk(body, declared, stored)
+            }
+            Stmt::Let { var, .. } => {
+                declared.insert(var.clone());
+                true
+            }
+            Stmt::Alloc { name, .. } => {
+                declared.insert(name.clone());
+                true
+            }
+            Stmt::Assign { var, .. } => declared.contains(var),
+            Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
+                stored.insert(buffer.clone());
+                true
+            }
+            Stmt::If {
+                then, otherwise, ..
+            } => walk(then, declared, stored) && walk(otherwise, declared, stored),
+        })
+    }
+    let (mut declared, mut stored) = (HashSet::new(), HashSet::new());
+    walk(body, &mut declared, &mut stored)
+        && !lopper_ir::loops::buffers_used(body)
+            .iter()
+            .any(|b| stored.contains(b) && loads(body, b))
+}
+
+/// True if `body` loads from `buffer`.
+fn loads(body: &[Stmt], buffer: &str) -> bool {
+    let mut found = false;
+    crate::loop_nest::map_block(
+        body,
+        &mut |e| {
+            if matches!(&e, Expr::Load { buffer: b, .. } | Expr::VLoad { buffer: b, .. } if b == buffer)
+            {
+                found = true;
+            }
+            e
+        },
+        &mut |n| n.to_string(),
+    );
+    found
 }
 
 struct Widen<'a> {

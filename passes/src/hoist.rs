@@ -1,0 +1,173 @@
+//! `hoist`: moves loop-invariant work out of loops (loop IR).
+//!
+//! A `let` at the top of a loop body whose value does not change from one
+//! iteration to the next moves in front of the loop: its value must not
+//! mention the loop variable or anything declared or assigned in the loop,
+//! nor load from a buffer the loop stores to, and the local itself must not
+//! be assigned in the loop. Loops are visited innermost first, so a value
+//! rises as far as it can. Index arithmetic inside addresses is left to the
+//! code generators (Cranelift's address folding); this pass moves whole
+//! values, such as a weight broadcast or a `1 / n` computed per row.
+
+use crate::loop_nest::{declared, map_block, uses};
+use crate::pass::{Changed, Pass, PassContext, PassError};
+use lopper_ir::loops::{Expr, Module, Stmt};
+use std::collections::HashSet;
+
+/// The `hoist` pass.
+pub struct Hoist;
+
+impl Pass<Module> for Hoist {
+    fn name(&self) -> &'static str {
+        "hoist"
+    }
+
+    fn description(&self) -> &'static str {
+        "move loop-invariant lets out of loops"
+    }
+
+    fn run(&mut self, m: &mut Module, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let mut moved = 0;
+        for k in &mut m.kernels {
+            let body = std::mem::take(&mut k.body);
+            k.body = hoist_block(body, &mut moved);
+        }
+        if moved > 0 {
+            cx.remark(format!("hoisted {moved} loop-invariant value(s)"));
+        }
+        Ok(Changed::from(moved > 0))
+    }
+}
+
+fn hoist_block(body: Vec<Stmt>, moved: &mut usize) -> Vec<Stmt> {
+    let mut out = Vec::with_capacity(body.len());
+    for s in body {
+        match s {
+            Stmt::For {
+                var,
+                lo,
+                hi,
+                kind,
+                body,
+            } => {
+                let body = hoist_block(body, moved);
+                let (before, body) = split_invariant(&var, body);
+                *moved += before.len();
+                out.extend(before);
+                out.push(Stmt::For {
+                    var,
+                    lo,
+                    hi,
+                    kind,
+                    body,
+                });
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => out.push(Stmt::If {
+                cond,
+                then: hoist_block(then, moved),
+                otherwise: hoist_block(otherwise, moved),
+            }),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The invariant lets at the top level of a loop body over `var`, and the
+/// body without them.
+fn split_invariant(var: &str, body: Vec<Stmt>) -> (Vec<Stmt>, Vec<Stmt>) {
+    let mut inside = HashSet::new();
+    declared(&body, &mut inside);
+    inside.insert(var.to_string());
+    let assigned = assigned_names(&body);
+    let stored = stored_buffers(&body);
+    let mut hoisted = Vec::new();
+    let mut rest = Vec::new();
+    for s in body {
+        let invariant = match &s {
+            Stmt::Let {
+                var: local, init, ..
+            } => {
+                !assigned.contains(local)
+                    && !inside.iter().any(|n| n != local && uses(init, n))
+                    && !loads_any(init, &stored)
+            }
+            _ => false,
+        };
+        if invariant {
+            hoisted.push(s);
+        } else {
+            rest.push(s);
+        }
+    }
+    (hoisted, rest)
+}
+
+fn assigned_names(body: &[Stmt]) -> HashSet<String> {
+    let mut out = HashSet::new();
+    fn walk(body: &[Stmt], out: &mut HashSet<String>) {
+        for s in body {
+            match s {
+                Stmt::Assign { var, .. } => {
+                    out.insert(var.clone());
+                }
+                Stmt::For { body, .. } => walk(body, out),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, out);
+                    walk(otherwise, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(body, &mut out);
+    out
+}
+
+fn stored_buffers(body: &[Stmt]) -> HashSet<String> {
+    let mut out = HashSet::new();
+    fn walk(body: &[Stmt], out: &mut HashSet<String>) {
+        for s in body {
+            match s {
+                Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
+                    out.insert(buffer.clone());
+                }
+                Stmt::For { body, .. } => walk(body, out),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, out);
+                    walk(otherwise, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(body, &mut out);
+    out
+}
+
+fn loads_any(e: &Expr, buffers: &HashSet<String>) -> bool {
+    let mut found = false;
+    map_block(
+        &[Stmt::Let {
+            var: String::new(),
+            ty: lopper_ir::loops::ScalarType::F32,
+            init: e.clone(),
+        }],
+        &mut |x| {
+            if let Expr::Load { buffer, .. } | Expr::VLoad { buffer, .. } = &x {
+                found |= buffers.contains(buffer);
+            }
+            x
+        },
+        &mut |n| n.to_string(),
+    );
+    found
+}
