@@ -60,7 +60,10 @@ fn each_pass_preserves_outputs() {
             .unwrap()
             .run_ir(&mut ir, &mut std::io::sink())
             .unwrap();
-        if pass.name != "shape-infer" {
+        // Graph passes must find work here; the loop passes' own filetests
+        // show theirs.
+        let graph_pass = !pipeline.starts_with("lower-to-loops,");
+        if pass.name != "shape-infer" && graph_pass {
             assert!(
                 timings.last().unwrap().changed,
                 "`{}` should find work in this model",
