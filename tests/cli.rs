@@ -244,7 +244,10 @@ fn lowering_continues_the_dumps_and_runs() {
     assert!(out.starts_with("module @lenet5(batch) {"));
     let last = std::fs::read_to_string(dir.join("d/11-plan-memory.lir")).unwrap();
     let (header, body) = last.split_once('\n').unwrap();
-    assert_eq!(header, "// lopper opt d/10-hoist.lir --passes 'plan-memory'");
+    assert_eq!(
+        header,
+        "// lopper opt d/10-hoist.lir --passes 'plan-memory'"
+    );
     assert_eq!(body, out);
     // The loop IR runs through the loop interpreter and agrees with the graph.
     std::fs::write(dir.join("l.lir"), &out).unwrap();

@@ -176,21 +176,38 @@ fn awkward_schedules_match_the_interpreter() {
 
 #[test]
 fn flops_count_the_work_whatever_the_schedule() {
+    // 24 columns: whole tiles of 12 at -O2, so every level does 2·M·N·K.
+    let graph = build(
+        "gemm",
+        "input a: f32[m, 100]\n param w: f32[100, 24] = normal(seed = 1)\n output y = a @ w",
+    );
+    let count = |module: &Module, m: usize| -> f64 {
+        let sizes = BTreeMap::from([("m".to_string(), m)]);
+        module
+            .kernels
+            .iter()
+            .map(|k| kernel_cost(module, k, &sizes).flops)
+            .sum()
+    };
+    for level in 0..=2 {
+        let module = common::compiled_at(&graph, level);
+        for m in [1usize, 7, 64] {
+            assert_eq!(
+                count(&module, m),
+                (2 * m * 100 * 24) as f64,
+                "-O{level} m={m}"
+            );
+        }
+    }
+    // 30 columns: the last tile (6) is one vector plus a vector ending at
+    // column 29, which computes columns 26 and 27 a second time.
     let graph = build(
         "gemm",
         "input a: f32[m, 100]\n param w: f32[100, 30] = normal(seed = 1)\n output y = a @ w",
     );
-    for level in 0..=2 {
-        let module = common::compiled_at(&graph, level);
-        for m in [1usize, 7, 64] {
-            let sizes = BTreeMap::from([("m".to_string(), m)]);
-            let flops: f64 = module
-                .kernels
-                .iter()
-                .map(|k| kernel_cost(&module, k, &sizes).flops)
-                .sum();
-            assert_eq!(flops, (2 * m * 100 * 30) as f64, "-O{level} m={m}");
-        }
+    let module = common::compiled_at(&graph, 2);
+    for m in [1usize, 7] {
+        assert_eq!(count(&module, m), (2 * m * 100 * (30 + 2)) as f64, "m={m}");
     }
 }
 
