@@ -5,7 +5,7 @@
 //! kernels. Times are single calls after warm-up; the report gives the
 //! median, the minimum and the maximum (the machines are shared: compare
 //! medians, and trust the minimum as the clean figure). The machine's peak
-//! comes from a short FMA loop (AVX2 when the CPU has it) unless
+//! comes from a short FMA loop (AVX-512 or AVX2 when the CPU has them) unless
 //! `--peak-gflops` gives it; its memory bandwidth from summing a 64 MiB
 //! array unless `--peak-gbps` gives it.
 
@@ -56,10 +56,14 @@ pub fn time_calls(warmup: usize, iters: usize, mut f: impl FnMut()) -> Stats {
 }
 
 /// The machine's single-thread fp32 peak in GFLOP/s, from independent FMA
-/// chains (AVX2 + FMA when available, else SSE multiply and add).
+/// chains (AVX-512, else AVX2 + FMA, else SSE multiply and add).
 pub fn measure_peak_gflops() -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected at run time.
+            return unsafe { fma512_peak() };
+        }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the features were detected at run time.
             return unsafe { fma_peak() };
@@ -93,6 +97,74 @@ unsafe fn fma_peak() -> f64 {
         _mm256_storeu_ps(sink.as_mut_ptr(), total);
         std::hint::black_box(sink);
         best = best.max((iters * 10 * 8 * 2) as f64 / secs / 1e9);
+    }
+    best
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma512_peak() -> f64 {
+    use std::arch::x86_64::*;
+    let iters = 4_000_000u64;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let a = _mm512_set1_ps(0.999_999);
+        let b = _mm512_set1_ps(1e-7);
+        let start = Instant::now();
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut total = _mm512_set1_ps(0.0);
+        for x in acc {
+            total = _mm512_add_ps(total, x);
+        }
+        std::hint::black_box(_mm512_reduce_add_ps(total));
+        best = best.max((iters * 12 * 16 * 2) as f64 / secs / 1e9);
+    }
+    best
+}
+
+/// The peak of 128-bit FMA (`f32x4`, what Cranelift emits), in GFLOP/s.
+pub fn measure_peak_128_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("fma") {
+            // SAFETY: the feature was detected at run time.
+            return Some(unsafe { fma128_peak() });
+        }
+    }
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn fma128_peak() -> f64 {
+    use std::arch::x86_64::*;
+    let iters = 4_000_000u64;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let mut acc = [_mm_set1_ps(0.0); 10];
+        let a = _mm_set1_ps(0.999_999);
+        let b = _mm_set1_ps(1e-7);
+        let start = Instant::now();
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm_fmadd_ps(*x, a, b);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut total = _mm_set1_ps(0.0);
+        for x in acc {
+            total = _mm_add_ps(total, x);
+        }
+        let mut sink = [0.0f32; 4];
+        _mm_storeu_ps(sink.as_mut_ptr(), total);
+        std::hint::black_box(sink);
+        best = best.max((iters * 10 * 4 * 2) as f64 / secs / 1e9);
     }
     best
 }
@@ -154,6 +226,8 @@ pub struct Report {
     pub peak_gflops: f64,
     /// Memory bandwidth for the roofline (GB/s).
     pub bandwidth_gbps: f64,
+    /// The peak of 128-bit vectors, what Cranelift's code can reach.
+    pub peak_128_gflops: Option<f64>,
     /// One row per kernel, when asked.
     pub kernels: Vec<KernelRow>,
 }
@@ -232,6 +306,11 @@ fn run_bench(
     } else {
         options.peak_gbps.unwrap_or(0.0)
     };
+    let peak_128_gflops = if options.peak_gflops.is_some() {
+        None
+    } else {
+        measure_peak_128_gflops()
+    };
     Ok(Report {
         model: m.name.clone(),
         sizes: sizes.clone(),
@@ -240,6 +319,7 @@ fn run_bench(
         iters,
         peak_gflops,
         bandwidth_gbps,
+        peak_128_gflops,
         kernels,
     })
 }
@@ -287,9 +367,18 @@ impl Report {
             duration_text(self.stats.min),
             duration_text(self.stats.max)
         );
+        let narrow = self
+            .peak_128_gflops
+            .map(|p| {
+                format!(
+                    " ({:.1}% of the {p:.1} GFLOP/s of 128-bit vectors, Cranelift's width)",
+                    100.0 * gflops / p
+                )
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:.4} GFLOP per call: {:.2} GFLOP/s at the median ({:.2} at the best), {:.1}% of the {:.1} GFLOP/s peak",
+            "{:.4} GFLOP per call: {:.2} GFLOP/s at the median ({:.2} at the best), {:.1}% of the {:.1} GFLOP/s peak{narrow}",
             self.flops / 1e9,
             gflops,
             self.flops / self.stats.min / 1e9,

@@ -285,7 +285,17 @@ impl Pass<Module> for AutoSchedule {
                 Ok(p) => vec![p],
                 Err(why) => {
                     cx.remark(format!("@{name}: not vectorized: {why}"));
-                    Vec::new()
+                    // Scalar code still gains from independent chains: four
+                    // outputs of the innermost band loop at a time, their
+                    // reductions jammed (a max pool's running maximum is a
+                    // chain of dependent instructions otherwise).
+                    let (loops, _) = band(&m.kernels[k].body);
+                    match loops.last() {
+                        Some((v, lo, hi)) if extent(lo, hi).is_some_and(|n| n >= 8) => {
+                            vec![format!("unroll{{kernel={name},loop={v},factor=4}}")]
+                        }
+                        _ => Vec::new(),
+                    }
                 }
             };
             steps.extend(

@@ -440,6 +440,39 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    /// `max(x, y)` (or `min`) without branches, with the semantics of
+    /// Rust's `f32::max`: a NaN operand gives the other one. Cranelift's own
+    /// `fmax` branches on equal operands (for signed zeros), which
+    /// mispredicts on the runs of zeros a ReLU leaves. Scalars go through
+    /// lane 0 of a vector.
+    fn float_min_max(&mut self, max: bool, x: Value, y: Value, scalar: bool) -> Value {
+        let (x, y) = if scalar {
+            (
+                self.b.ins().splat(types::F32X4, x),
+                self.b.ins().splat(types::F32X4, y),
+            )
+        } else {
+            (x, y)
+        };
+        let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let cc = if max {
+            FloatCC::GreaterThan
+        } else {
+            FloatCC::LessThan
+        };
+        let wins = self.b.ins().fcmp(cc, x, y);
+        let wins = self.b.ins().bitcast(types::F32X4, flags, wins);
+        let best = self.b.ins().bitselect(wins, x, y);
+        let y_nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+        let y_nan = self.b.ins().bitcast(types::F32X4, flags, y_nan);
+        let r = self.b.ins().bitselect(y_nan, x, best);
+        if scalar {
+            self.b.ins().extractlane(r, 0u8)
+        } else {
+            r
+        }
+    }
+
     /// How deep the innermost scope that `e` depends on is (0: the kernel).
     fn depth(&self, e: &Expr) -> usize {
         match e {
@@ -507,6 +540,13 @@ impl Lowerer<'_, '_> {
                 self.b
                     .ins()
                     .load(types::F32, MemFlagsData::trusted(), addr, disp)
+            }
+            Expr::Binary(op @ (BinOp::Min | BinOp::Max), a, c)
+                if matches!(self.type_of(a), ScalarType::F32 | ScalarType::Vector(_)) =>
+            {
+                let scalar = self.type_of(a) == ScalarType::F32;
+                let (x, y) = (self.expr(a)?, self.expr(c)?);
+                self.float_min_max(*op == BinOp::Max, x, y, scalar)
             }
             Expr::Binary(op, a, c) => {
                 let float = matches!(self.type_of(a), ScalarType::F32 | ScalarType::Vector(_));
