@@ -167,10 +167,9 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
     let max_rows = (budget / vectors).min(8);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
-        Some(e) => (1..=max_rows)
-            .rev()
-            .find(|t| e % t == 0 && *t > 1)
-            .unwrap_or(max_rows),
+        // The last tile of a constant extent is unrolled too, so no
+        // divisor is needed.
+        Some(_) => max_rows,
         None => max_rows,
     });
     let name = &k.name;
@@ -289,13 +288,23 @@ impl Pass<Module> for AutoSchedule {
                     // outputs of the innermost band loop at a time, their
                     // reductions jammed (a max pool's running maximum is a
                     // chain of dependent instructions otherwise).
-                    let (loops, _) = band(&m.kernels[k].body);
-                    match loops.last() {
-                        Some((v, lo, hi)) if extent(lo, hi).is_some_and(|n| n >= 8) => {
-                            vec![format!("unroll{{kernel={name},loop={v},factor=4}}")]
+                    // Inner loops that store along a row (softmax's and
+                    // layer norm's last step) are vectorized on their own;
+                    // a reduction into a scalar declared outside is refused
+                    // by the verifier's types and stays as it is.
+                    let (loops, inner) = band(&m.kernels[k].body);
+                    let mut steps: Vec<String> = innermost_loops(inner, self.lanes as i64)
+                        .iter()
+                        .map(|v| {
+                            format!("vectorize{{kernel={name},loop={v},lanes={}}}", self.lanes)
+                        })
+                        .collect();
+                    if let Some((v, lo, hi)) = loops.last() {
+                        if extent(lo, hi).is_some_and(|n| n >= 8) {
+                            steps.push(format!("unroll{{kernel={name},loop={v},factor=4}}"));
                         }
-                        _ => Vec::new(),
                     }
+                    steps
                 }
             };
             steps.extend(
@@ -317,6 +326,38 @@ impl Pass<Module> for AutoSchedule {
         }
         Ok(Changed::from(changed))
     }
+}
+
+/// Loops with no loop inside and at least `lanes` iterations, by name.
+fn innermost_loops(body: &[Stmt], lanes: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(body: &[Stmt], lanes: i64, out: &mut Vec<String>) {
+        for s in body {
+            match s {
+                Stmt::For {
+                    var, lo, hi, body, ..
+                } => {
+                    let innermost = !body.iter().any(|s| matches!(s, Stmt::For { .. }));
+                    if innermost && extent(lo, hi).is_some_and(|n| n >= lanes) {
+                        if !out.contains(var) {
+                            out.push(var.clone());
+                        }
+                    } else {
+                        walk(body, lanes, out);
+                    }
+                }
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, lanes, out);
+                    walk(otherwise, lanes, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(body, lanes, &mut out);
+    out
 }
 
 /// Loops with no loop inside and at most 8 iterations, by name.

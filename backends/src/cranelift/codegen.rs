@@ -473,6 +473,67 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    fn splat_f32(&mut self, v: f32) -> Value {
+        let c = self.b.ins().f32const(v);
+        self.b.ins().splat(types::F32X4, c)
+    }
+
+    /// `e^x` lane by lane in registers: `x = n·ln 2 + r` with `|r| <= ln 2 / 2`,
+    /// a degree-6 Taylor polynomial for `e^r` (relative error about 2e-7)
+    /// and `2^n` built in the exponent bits. Inputs are clamped to the
+    /// range where the result is a normal `f32`; NaN stays NaN.
+    fn vector_exp(&mut self, x: Value) -> Value {
+        let (lo, hi) = (self.splat_f32(-87.3), self.splat_f32(88.7));
+        let x = self.b.ins().fmax(x, lo);
+        let x = self.b.ins().fmin(x, hi);
+        let log2e = self.splat_f32(std::f32::consts::LOG2_E);
+        let scaled = self.b.ins().fmul(x, log2e);
+        let n = self.b.ins().nearest(scaled);
+        // r = x - n·ln 2, with ln 2 split in two for precision.
+        let ln2_hi = self.splat_f32(-0.693_145_75);
+        let ln2_lo = self.splat_f32(-1.428_606_8e-6);
+        let r = self.b.ins().fma(n, ln2_hi, x);
+        let r = self.b.ins().fma(n, ln2_lo, r);
+        let mut p = self.splat_f32(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            let c = self.splat_f32(c);
+            p = self.b.ins().fma(p, r, c);
+        }
+        let n = self.b.ins().fcvt_to_sint_sat(types::I32X4, n);
+        let bias = self.b.ins().iconst(types::I32, 127);
+        let bias = self.b.ins().splat(types::I32X4, bias);
+        let biased = self.b.ins().iadd(n, bias);
+        let bits = self.b.ins().ishl_imm_u(biased, 23);
+        let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let two_n = self.b.ins().bitcast(types::F32X4, flags, bits);
+        self.b.ins().fmul(p, two_n)
+    }
+
+    /// `erf(x)` lane by lane: Abramowitz and Stegun 7.1.26,
+    /// `1 - t·(a1 + t·(a2 + ...))·e^(-x²)` with `t = 1 / (1 + p·|x|)`,
+    /// absolute error below 1.5e-7, sign restored at the end.
+    fn vector_erf(&mut self, x: Value) -> Value {
+        let ax = self.b.ins().fabs(x);
+        let p = self.splat_f32(0.327_591_1);
+        let one = self.splat_f32(1.0);
+        let d = self.b.ins().fma(p, ax, one);
+        let t = self.b.ins().fdiv(one, d);
+        let mut poly = self.splat_f32(1.061_405_4);
+        for c in [-1.453_152, 1.421_413_7, -0.284_496_72, 0.254_829_6] {
+            let c = self.splat_f32(c);
+            poly = self.b.ins().fma(poly, t, c);
+        }
+        poly = self.b.ins().fmul(poly, t);
+        let square = self.b.ins().fmul(ax, ax);
+        let minus = self.b.ins().fneg(square);
+        let e = self.vector_exp(minus);
+        let tail = self.b.ins().fmul(poly, e);
+        let y = self.b.ins().fsub(one, tail);
+        // The sign bit of x, the rest of y (y >= 0).
+        let sign = self.splat_f32(-0.0);
+        self.b.ins().bitselect(sign, x, y)
+    }
+
     /// How deep the innermost scope that `e` depends on is (0: the kernel).
     fn depth(&self, e: &Expr) -> usize {
         match e {
@@ -603,6 +664,8 @@ impl Lowerer<'_, '_> {
                     UnOp::ToFloat => self.b.ins().fcvt_from_sint(types::F32, x),
                     UnOp::Neg => self.b.ins().fneg(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
+                    UnOp::Exp if operand_type == ScalarType::Vector(4) => self.vector_exp(x),
+                    UnOp::Erf if operand_type == ScalarType::Vector(4) => self.vector_erf(x),
                     other => {
                         let f = *self.libm.get(other).ok_or_else(|| {
                             self.err(format!("no function for `{}`", other.name()))
