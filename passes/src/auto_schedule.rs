@@ -25,8 +25,10 @@
 //! `unroll`, with the options it prints as remarks), tried on a copy of the
 //! kernel first: a kernel that one of them refuses (a reduction along the
 //! store's last dimension, such as softmax; a strided access to a buffer
-//! that is not constant) keeps its plain loops. Cache sizes do not enter
-//! yet: the k loop is not blocked.
+//! that is not constant) keeps its plain loops. The level-2 cache size (the
+//! host's, or `l2-cache=`) bounds the column tile so that a packed panel
+//! fits in half of it; the `k` loop itself is not blocked for the cache
+//! yet.
 
 use crate::loop_nest::{coefficient, uses};
 use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
@@ -36,18 +38,48 @@ use lopper_ir::loops::{Expr, Module, Stmt};
 pub struct AutoSchedule {
     /// Vector lanes of the target backend (4 for Cranelift).
     pub lanes: u32,
+    /// Bytes of the level-2 cache a packed panel of weights must fit in
+    /// (half of it, leaving room for the activations).
+    pub l2_bytes: usize,
+}
+
+/// The host's cache size at `level` in bytes, from Linux's sysfs.
+pub fn host_cache_bytes(level: u32) -> Option<usize> {
+    (0..8).find_map(|i| {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+        let kind = read("type")?;
+        if read("level")?.trim() != level.to_string() || kind.trim() == "Instruction" {
+            return None;
+        }
+        let size = read("size")?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+        let n: usize = digits.parse().ok()?;
+        Some(match unit {
+            "K" => n << 10,
+            "M" => n << 20,
+            _ => n,
+        })
+    })
 }
 
 impl AutoSchedule {
-    /// Reads `auto-schedule{lanes=4}`.
+    /// Reads `auto-schedule{lanes=4,l2-cache=2097152}`; the cache size
+    /// defaults to the host's (1 MiB when it cannot be read).
     pub fn from_options(o: &PassOptions) -> Result<AutoSchedule, String> {
-        o.check_known("auto-schedule", &["lanes"])?;
+        o.check_known("auto-schedule", &["lanes", "l2-cache"])?;
         let lanes = match o.0.get("lanes").map(|l| l.parse::<u32>()) {
             None => 4,
             Some(Ok(n)) if n == 4 || n == 8 => n,
             Some(_) => return Err("`lanes` of `auto-schedule` must be 4 or 8".into()),
         };
-        Ok(AutoSchedule { lanes })
+        let l2_bytes = match o.0.get("l2-cache").map(|l| l.parse::<usize>()) {
+            None => host_cache_bytes(2).unwrap_or(1 << 20),
+            Some(Ok(n)) if n >= 1024 => n,
+            Some(_) => return Err("`l2-cache` of `auto-schedule` is a size in bytes".into()),
+        };
+        Ok(AutoSchedule { lanes, l2_bytes })
     }
 }
 
@@ -107,7 +139,7 @@ fn extent(lo: &Expr, hi: &Expr) -> Option<i64> {
 }
 
 /// The pipeline of loop passes for one kernel, or why it has none.
-pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
+pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<String, String> {
     let short_taps = !short_innermost_loops(band(&m.kernels[kernel].body).1).is_empty();
     let k = &m.kernels[kernel];
     let (loops, inner) = band(&k.body);
@@ -138,6 +170,11 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32) -> Result<String, String> {
     // remainders cost little. Several independent accumulator chains keep
     // a single row (batch 1) from waiting on the FMA latency.
     let vectors = (column_extent / lanes_i).clamp(1, 3);
+    // A packed panel (the reduction's length times the column tile) stays
+    // within half the level-2 cache while every row block reads it.
+    let reduction: i64 = reduction_length(inner);
+    let fitting = (l2_bytes as i64 / 2) / (reduction.max(1) * lanes_i * 4);
+    let vectors = vectors.min(fitting.max(1));
     // A short column loop that lanes do not divide (a conv2d's 10 output
     // columns) is one tile; its last vector overlaps the one before.
     let (vectors, column_tile) = if column_extent <= 4 * lanes_i && column_extent % lanes_i != 0 {
@@ -280,7 +317,7 @@ impl Pass<Module> for AutoSchedule {
             // pool) are unrolled whatever else happens.
             let (_, inner) = band(&m.kernels[k].body);
             let short = short_innermost_loops(inner);
-            let mut steps = match plan(m, k, self.lanes) {
+            let mut steps = match plan(m, k, self.lanes, self.l2_bytes) {
                 Ok(p) => vec![p],
                 Err(why) => {
                     cx.remark(format!("@{name}: not vectorized: {why}"));
@@ -326,6 +363,23 @@ impl Pass<Module> for AutoSchedule {
         }
         Ok(Changed::from(changed))
     }
+}
+
+/// The product of the constant trip counts of the loops under the band:
+/// how many terms each output's reduction has.
+fn reduction_length(body: &[Stmt]) -> i64 {
+    body.iter()
+        .map(|s| match s {
+            Stmt::For { lo, hi, body, .. } => {
+                extent(lo, hi).unwrap_or(1).max(1) * reduction_length(body)
+            }
+            Stmt::If {
+                then, otherwise, ..
+            } => reduction_length(then).max(reduction_length(otherwise)),
+            _ => 1,
+        })
+        .max()
+        .unwrap_or(1)
 }
 
 /// Loops with no loop inside and at least `lanes` iterations, by name.

@@ -152,7 +152,10 @@ pub static PASSES: &[PassInfo] = &[
     PassInfo {
         name: "auto-schedule",
         description: "choose tile, pack, vectorize and unroll for every kernel and run them (loop IR; -O2)",
-        options: &[("lanes", "vector lanes of the backend: 4 (Cranelift, the default) or 8")],
+        options: &[
+            ("lanes", "vector lanes of the backend: 4 (Cranelift, the default) or 8"),
+            ("l2-cache", "bytes of level-2 cache a packed panel may use half of (default: the host's)"),
+        ],
         create: |o| {
             Ok(AnyPass::Loops(Box::new(
                 crate::auto_schedule::AutoSchedule::from_options(o)?,
