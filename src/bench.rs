@@ -244,11 +244,14 @@ pub struct BenchOptions {
     pub peak_gflops: Option<f64>,
     /// The bandwidth, instead of measuring it.
     pub peak_gbps: Option<f64>,
+    /// The code has 128-bit vectors (Cranelift): report that peak too.
+    pub narrow: bool,
 }
 
-/// Compiles `m` and measures it on random inputs.
+/// Measures `jit`, compiled from `m`, on random inputs.
 pub fn bench_module(
     m: &Module,
+    jit: &JitModule,
     sizes: &BTreeMap<String, usize>,
     options: &BenchOptions,
 ) -> Result<Report> {
@@ -257,7 +260,6 @@ pub fn bench_module(
             bail!("bind the symbolic size `{s}` with `--set {s}=N`");
         }
     }
-    let jit = lopper_backends::cranelift::compile_jit(m)?;
     let mut inputs = HashMap::new();
     for (i, b) in m.buffers_of(lopper_ir::loops::BufferKind::In).enumerate() {
         let shape = b.ty.shape.bind(sizes).map_err(anyhow::Error::msg)?;
@@ -266,7 +268,7 @@ pub fn bench_module(
             lopper_runtime::random_tensor(shape, 1 + i as u64),
         );
     }
-    run_bench(m, &jit, &inputs, sizes, options)
+    run_bench(m, jit, &inputs, sizes, options)
 }
 
 fn run_bench(
@@ -306,7 +308,7 @@ fn run_bench(
     } else {
         options.peak_gbps.unwrap_or(0.0)
     };
-    let peak_128_gflops = if options.peak_gflops.is_some() {
+    let peak_128_gflops = if options.peak_gflops.is_some() || !options.narrow {
         None
     } else {
         measure_peak_128_gflops()

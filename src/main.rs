@@ -135,7 +135,7 @@ enum Command {
         /// Bind a symbolic size, e.g. `--set batch=64` (every size must be bound).
         #[arg(long = "set", value_name = "NAME=SIZE")]
         set: Vec<String>,
-        /// The code generator (only `cranelift` measures compiled code today).
+        /// The code generator: `cranelift` or `llvm` (built with `--features llvm`).
         #[arg(long, default_value = "cranelift")]
         backend: lopper_backends::Backend,
         /// Timed calls (default: as many as fit in about a second).
@@ -171,9 +171,15 @@ enum Command {
         #[arg(short, long, value_name = "libNAME.so")]
         output: PathBuf,
         /// What to write beside it (comma-separated): so, h, obj (NAME.o), gir
-        /// (NAME.gir, after the graph passes), lir (NAME.lir), clif (NAME.clif).
+        /// (NAME.gir, after the graph passes), lir (NAME.lir), clif (NAME.clif,
+        /// the Cranelift IR), llvm-ir (NAME.ll and NAME.opt.ll, before and
+        /// after LLVM's optimizer), asm (NAME.s, LLVM's assembly).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "so,h")]
         emit: Vec<Artifact>,
+        /// The code generator: `cranelift` (the default) or `llvm` (built
+        /// with `--features llvm`; the same artifact and header).
+        #[arg(long, default_value = "cranelift")]
+        backend: lopper_backends::Backend,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -208,6 +214,11 @@ enum Artifact {
     Lir,
     /// The Cranelift IR, `NAME.clif`.
     Clif,
+    /// LLVM IR before and after the optimizer, `NAME.ll` and `NAME.opt.ll`.
+    #[value(name = "llvm-ir")]
+    LlvmIr,
+    /// LLVM's assembly, `NAME.s`.
+    Asm,
 }
 
 /// Flags shared by every command that runs passes, named as LLVM and MLIR name them.
@@ -255,6 +266,10 @@ struct PipelineArgs {
     /// Verify the IR after every pass (always on in debug builds).
     #[arg(long)]
     verify_each: bool,
+    /// Vector lanes of the backend the loops are scheduled for (set from
+    /// `--backend`, not a flag of its own).
+    #[arg(skip = 4u32)]
+    lanes: u32,
 }
 
 impl PipelineArgs {
@@ -332,12 +347,15 @@ fn load_and_optimize_counted(
         // An explicit --passes pipeline gets the plain lowering; a level
         // gets its own loop passes.
         let loops = if args.passes.is_some() {
-            "lower-to-loops,plan-memory"
+            "lower-to-loops,plan-memory".to_string()
         } else {
-            lopper_passes::loop_pipeline(args.opt_level.unwrap_or(lopper_passes::DEFAULT_LEVEL))
+            lopper_passes::loop_pipeline_for(
+                args.opt_level.unwrap_or(lopper_passes::DEFAULT_LEVEL),
+                args.lanes,
+            )
         };
         pipeline = if pipeline.trim().is_empty() {
-            loops.into()
+            loops
         } else {
             format!("{pipeline},{loops}")
         };
@@ -493,8 +511,12 @@ fn execute(command: Command) -> Result<()> {
             file,
             output,
             emit,
-            pipeline,
-        } => compile_model(&file, &output, &emit, &pipeline)?,
+            backend,
+            mut pipeline,
+        } => {
+            pipeline.lanes = backend.lanes();
+            compile_model(&file, &output, &emit, backend, &pipeline)?
+        }
         Command::Bench {
             file,
             set,
@@ -508,10 +530,14 @@ fn execute(command: Command) -> Result<()> {
             plot,
             pipeline,
         } => {
-            if backend != Backend::Cranelift {
-                bail!("bench measures compiled code: use --backend cranelift");
+            if backend == Backend::Interpreter {
+                bail!("bench measures compiled code: use --backend cranelift or llvm");
             }
             let sizes = parse_sizes(&set)?;
+            let pipeline = PipelineArgs {
+                lanes: backend.lanes(),
+                ..pipeline
+            };
             let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;
             let Ir::Loops(m) = ir else {
                 bail!("internal error: lowering did not run")
@@ -522,8 +548,14 @@ fn execute(command: Command) -> Result<()> {
                 per_kernel: per_kernel || plot.is_some(),
                 peak_gflops,
                 peak_gbps,
+                narrow: backend == Backend::Cranelift,
             };
-            let report = bench::bench_module(&m, &sizes, &options)?;
+            let level = llvm_level(&pipeline);
+            let compiled = match backend {
+                Backend::Llvm => compile_llvm(&m, level)?,
+                _ => lopper_backends::cranelift::compile_jit(&m)?,
+            };
+            let report = bench::bench_module(&m, &compiled, &sizes, &options)?;
             if json {
                 print!("{}", report.json());
             } else {
@@ -565,9 +597,33 @@ fn execute_on(
             let jit = lopper_backends::cranelift::compile_jit(m)?;
             Ok(jit.run(inputs, &bound)?)
         }
-        (Backend::Cranelift, Ir::Graph(_)) => {
-            bail!("internal error: the Cranelift backend needs loop IR")
+        (Backend::Llvm, Ir::Loops(m)) => {
+            let declared = declared_inputs(ir);
+            let declared: Vec<(&str, &lopper_ir::TensorType)> =
+                declared.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let bound = lopper_runtime::bind_sizes(&declared, inputs, sizes)?;
+            let jit = compile_llvm(m, 3)?;
+            Ok(jit.run(inputs, &bound)?)
         }
+        (_, Ir::Graph(_)) => {
+            bail!("internal error: a code generator needs loop IR")
+        }
+    }
+}
+
+/// The LLVM JIT, or an error saying how to get it.
+fn compile_llvm(
+    m: &lopper_ir::loops::Module,
+    opt: u8,
+) -> Result<lopper_backends::cranelift::JitModule> {
+    #[cfg(feature = "llvm")]
+    {
+        Ok(lopper_backends::llvm::compile_jit(m, opt)?)
+    }
+    #[cfg(not(feature = "llvm"))]
+    {
+        let _ = (m, opt);
+        bail!("this lopper was built without LLVM; rebuild with `--features llvm`")
     }
 }
 
@@ -581,8 +637,12 @@ fn compile_model(
     file: &Path,
     output: &Path,
     emit: &[Artifact],
+    backend: Backend,
     pipeline: &PipelineArgs,
 ) -> Result<()> {
+    if backend == Backend::Interpreter {
+        bail!("compile needs a code generator: --backend cranelift or llvm");
+    }
     let stem = output.file_stem().and_then(|s| s.to_str()).ok_or_else(|| {
         anyhow!(
             "-o `{}`: expected a file name like libNAME.so",
@@ -618,29 +678,59 @@ fn compile_model(
         bail!("internal error: compile needs loop IR")
     };
     let codegen_start = std::time::Instant::now();
-    let artifact =
-        lopper_backends::cranelift::compile_object(m, name, &file.display().to_string())?;
+    let built = build_artifact(m, name, file, backend, pipeline)?;
     if pipeline.time_passes {
         eprintln!(
-            "  {:.4} s  code generation (Cranelift, {} kernels)",
+            "  {:.4} s  code generation ({backend}, {} kernels)",
             codegen_start.elapsed().as_secs_f64(),
             m.kernels.len()
         );
     }
-    for (kind, ext, contents) in [
-        (Artifact::Lir, "lir", ir.print().into_bytes()),
-        (Artifact::Clif, "clif", artifact.clif.clone().into_bytes()),
-        (Artifact::Obj, "o", artifact.object.clone()),
-        (Artifact::H, "h", artifact.header.clone().into_bytes()),
-    ] {
+    let mut files: Vec<(Artifact, String, Vec<u8>)> = vec![
+        (Artifact::Lir, "lir".into(), ir.print().into_bytes()),
+        (
+            Artifact::Clif,
+            "clif".into(),
+            built.clif.clone().into_bytes(),
+        ),
+        (Artifact::H, "h".into(), built.header.clone().into_bytes()),
+    ];
+    for (i, object) in built.objects.iter().enumerate() {
+        let ext = if i == 0 {
+            "o".to_string()
+        } else {
+            format!("{i}.o")
+        };
+        files.push((Artifact::Obj, ext, object.clone()));
+    }
+    if let Some(llvm) = &built.llvm {
+        files.push((Artifact::LlvmIr, "ll".into(), llvm.ir.clone().into_bytes()));
+        files.push((
+            Artifact::LlvmIr,
+            "opt.ll".into(),
+            llvm.optimized.clone().into_bytes(),
+        ));
+        files.push((
+            Artifact::Asm,
+            "s".into(),
+            llvm.assembly.clone().into_bytes(),
+        ));
+    } else if emit
+        .iter()
+        .any(|e| matches!(e, Artifact::LlvmIr | Artifact::Asm))
+    {
+        bail!("--emit llvm-ir and asm need --backend llvm");
+    }
+    for (kind, ext, contents) in files {
         if emit.contains(&kind) {
-            write_file(&beside(ext), &contents)?;
-            written.push(beside(ext));
+            write_file(&beside(&ext), &contents)?;
+            written.push(beside(&ext));
         }
     }
     if emit.contains(&Artifact::So) {
         let link_start = std::time::Instant::now();
-        lopper_backends::cranelift::link_shared(&artifact.object, output)?;
+        let objects: Vec<&[u8]> = built.objects.iter().map(Vec::as_slice).collect();
+        lopper_backends::cranelift::link_shared_objects(&objects, output)?;
         if pipeline.time_passes {
             eprintln!(
                 "  {:.4} s  link (cc -shared)",
@@ -660,21 +750,110 @@ fn compile_model(
                     .max()
             })
             .unwrap_or_default();
-        let path = dir.join(format!("{:02}-cranelift.clif", steps + 1));
-        let text = format!(
-            "; lopper dump {} --emit clif\n{}",
-            dir.join(last).display(),
-            artifact.clif
-        );
-        write_file(&path, text.as_bytes())?;
+        let from = dir.join(last).display().to_string();
+        let mut dumps = vec![(
+            "cranelift.clif".to_string(),
+            format!("; lopper dump {from} --emit clif\n{}", built.clif),
+        )];
+        if let Some(llvm) = &built.llvm {
+            let again = format!("lopper compile {from} --backend llvm --emit llvm-ir");
+            dumps = vec![
+                (
+                    "llvm.ll".into(),
+                    format!("; {again} (NAME.ll)\n{}", llvm.ir),
+                ),
+                (
+                    "llvm-opt.ll".into(),
+                    format!("; {again} (NAME.opt.ll)\n{}", llvm.optimized),
+                ),
+                (
+                    "s".into(),
+                    format!(
+                        "# lopper compile {from} --backend llvm --emit asm\n{}",
+                        llvm.assembly
+                    ),
+                ),
+            ];
+        }
+        for (i, (suffix, text)) in dumps.iter().enumerate() {
+            let path = dir.join(format!("{:02}-{suffix}", steps + 1 + i));
+            let path = if suffix == "s" {
+                dir.join(format!("{:02}.s", steps + 1 + i))
+            } else {
+                path
+            };
+            write_file(&path, text.as_bytes())?;
+        }
     }
     let list: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-    println!(
-        "wrote {} (entry point `{}`)",
-        list.join(", "),
-        artifact.entry
-    );
+    println!("wrote {} (entry point `{}`)", list.join(", "), built.entry);
     Ok(())
+}
+
+/// LLVM's optimizer level for a lopper level: -O0 none, -O1 `default<O1>`,
+/// -O2 (the default) and -O3 `default<O3>`.
+#[cfg_attr(not(feature = "llvm"), allow(dead_code))]
+fn llvm_level(pipeline: &PipelineArgs) -> u8 {
+    match pipeline.opt_level {
+        Some(0) => 0,
+        Some(1) => 1,
+        _ => 3,
+    }
+}
+
+/// LLVM's texts for `--emit llvm-ir,asm` and the dumps.
+struct LlvmTexts {
+    ir: String,
+    optimized: String,
+    assembly: String,
+}
+
+/// Objects and texts of a compiled model, from either code generator.
+struct Built {
+    objects: Vec<Vec<u8>>,
+    header: String,
+    entry: String,
+    clif: String,
+    llvm: Option<LlvmTexts>,
+}
+
+fn build_artifact(
+    m: &lopper_ir::loops::Module,
+    name: &str,
+    file: &Path,
+    backend: Backend,
+    pipeline: &PipelineArgs,
+) -> Result<Built> {
+    let source = file.display().to_string();
+    match backend {
+        #[cfg(feature = "llvm")]
+        Backend::Llvm => {
+            let opt = llvm_level(pipeline);
+            let a = lopper_backends::llvm::compile_artifact(m, name, &source, opt)?;
+            Ok(Built {
+                objects: vec![a.entry.object.clone(), a.kernels.object.clone()],
+                header: a.entry.header.clone(),
+                entry: a.entry.entry.clone(),
+                clif: a.entry.clif.clone(),
+                llvm: Some(LlvmTexts {
+                    ir: a.kernels.ir,
+                    optimized: a.kernels.optimized_ir,
+                    assembly: a.kernels.assembly,
+                }),
+            })
+        }
+        _ => {
+            let _ = pipeline;
+            let a = lopper_backends::cranelift::compile_object(m, name, &source)?;
+            Ok(Built {
+                objects: vec![a.object],
+                header: a.header,
+                entry: a.entry,
+                clif: a.clif,
+                llvm: None,
+            })
+        }
+    }
 }
 
 /// A model ready to run: IR on a backend, or a compiled library.
@@ -690,8 +869,12 @@ impl Runnable {
         if file.extension().is_some_and(|e| e == "so") {
             return Ok(Runnable::Library(lopper_runtime::SharedModel::open(file)?));
         }
-        let compiled = backend == Backend::Cranelift;
-        let ir = load_and_optimize(file, pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
+        let compiled = backend != Backend::Interpreter;
+        let pipeline = PipelineArgs {
+            lanes: backend.lanes(),
+            ..pipeline.clone()
+        };
+        let ir = load_and_optimize(file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
         Ok(Runnable::Ir(ir, backend))
     }
 

@@ -2,12 +2,15 @@
 //!
 //! - [`cranelift`]: loop IR to native code with Cranelift, run in memory
 //!   (JIT) or written as a shared object with a C header;
-//! - the LLVM backend (feature `llvm`) arrives with its issue.
+//! - [`llvm`] (feature `llvm`): the same loop IR through LLVM 19 (inkwell),
+//!   with the host's full vector width, into the same artifact.
 //!
 //! [`Backend`] names what `lopper run` and `lopper eval` can execute on.
 #![deny(missing_docs)]
 
 pub mod cranelift;
+#[cfg(feature = "llvm")]
+pub mod llvm;
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,6 +45,34 @@ pub enum Backend {
     Interpreter,
     /// Native code from Cranelift, compiled in memory.
     Cranelift,
+    /// Native code from LLVM (feature `llvm`).
+    Llvm,
+}
+
+impl Backend {
+    /// Vector lanes of `f32` the backend's schedules should use: 4 for
+    /// Cranelift (128-bit vectors); for LLVM the host's widest, 16 with
+    /// AVX-512, else 8 (AVX2).
+    pub fn lanes(self) -> u32 {
+        match self {
+            Backend::Llvm => host_lanes(),
+            _ => 4,
+        }
+    }
+}
+
+/// The host's widest `f32` vector.
+fn host_lanes() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            return 16;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return 8;
+        }
+    }
+    4
 }
 
 impl FromStr for Backend {
@@ -51,11 +82,13 @@ impl FromStr for Backend {
         match s {
             "interpreter" => Ok(Backend::Interpreter),
             "cranelift" => Ok(Backend::Cranelift),
-            "llvm" => {
-                Err("backend `llvm` is not built yet; use `cranelift` or `interpreter`".into())
-            }
+            "llvm" if cfg!(feature = "llvm") => Ok(Backend::Llvm),
+            "llvm" => Err(
+                "this lopper was built without LLVM; rebuild with `--features llvm` (see the README)"
+                    .into(),
+            ),
             _ => Err(format!(
-                "unknown backend `{s}`; expected cranelift or interpreter"
+                "unknown backend `{s}`; expected cranelift, llvm or interpreter"
             )),
         }
     }
@@ -66,6 +99,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Interpreter => "interpreter",
             Backend::Cranelift => "cranelift",
+            Backend::Llvm => "llvm",
         })
     }
 }

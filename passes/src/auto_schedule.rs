@@ -71,8 +71,8 @@ impl AutoSchedule {
         o.check_known("auto-schedule", &["lanes", "l2-cache"])?;
         let lanes = match o.0.get("lanes").map(|l| l.parse::<u32>()) {
             None => 4,
-            Some(Ok(n)) if n == 4 || n == 8 => n,
-            Some(_) => return Err("`lanes` of `auto-schedule` must be 4 or 8".into()),
+            Some(Ok(n)) if n == 4 || n == 8 || n == 16 => n,
+            Some(_) => return Err("`lanes` of `auto-schedule` must be 4, 8 or 16".into()),
         };
         let l2_bytes = match o.0.get("l2-cache").map(|l| l.parse::<usize>()) {
             None => host_cache_bytes(2).unwrap_or(1 << 20),
@@ -154,6 +154,14 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         .rev()
         .find(|(v, _, _)| coefficient(last, v) == Some(1))
         .ok_or("no band loop moves the store by one element")?;
+    // Narrower vectors for short columns (a conv2d's 28 or 10 output
+    // columns on a 16-lane machine): halve while two vectors do not fit.
+    let mut lanes = lanes;
+    if let Some(n) = extent(&column.1, &column.2) {
+        while lanes > 4 && n < 2 * lanes as i64 {
+            lanes /= 2;
+        }
+    }
     let lanes_i = lanes as i64;
     let column_extent =
         extent(&column.1, &column.2).ok_or("the column loop has a symbolic extent")?;

@@ -49,6 +49,17 @@ pub const fn loop_pipeline(level: u8) -> &'static str {
     }
 }
 
+/// [`loop_pipeline`] for a backend whose vectors hold `lanes` floats (the
+/// schedule chooser is told the width: 4 for Cranelift, 8 for LLVM on AVX).
+pub fn loop_pipeline_for(level: u8, lanes: u32) -> String {
+    let base = loop_pipeline(level);
+    if lanes == 4 {
+        base.to_string()
+    } else {
+        base.replace("auto-schedule", &format!("auto-schedule{{lanes={lanes}}}"))
+    }
+}
+
 /// The default optimization level.
 pub const DEFAULT_LEVEL: u8 = 2;
 

@@ -49,8 +49,8 @@ impl Vectorize {
                 .ok_or("`vectorize` needs `loop=NAME`")?;
         let lanes = match o.0.get("lanes").map(|l| l.parse::<u32>()) {
             None => 4,
-            Some(Ok(n)) if n == 4 || n == 8 => n,
-            Some(_) => return Err("`lanes` of `vectorize` must be 4 or 8".into()),
+            Some(Ok(n)) if n == 4 || n == 8 || n == 16 => n,
+            Some(_) => return Err("`lanes` of `vectorize` must be 4, 8 or 16".into()),
         };
         Ok(Vectorize {
             kernels: o.0.get("kernel").map(|k| list_option(k)),

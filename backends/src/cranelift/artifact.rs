@@ -59,6 +59,26 @@ pub fn c_identifier(name: &str) -> String {
 
 /// Compiles `m` into an object whose entry point is `{prefix}_run`.
 pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact, BackendError> {
+    build_object(m, prefix, source, true)
+}
+
+/// The entry point, constants and helpers of `m` without its kernels:
+/// the entry point calls `{prefix}__KERNEL` symbols that another code
+/// generator (LLVM) defines, with the same signature.
+pub fn compile_entry_object(
+    m: &Module,
+    prefix: &str,
+    source: &str,
+) -> Result<Artifact, BackendError> {
+    build_object(m, prefix, source, false)
+}
+
+fn build_object(
+    m: &Module,
+    prefix: &str,
+    source: &str,
+    define_kernels: bool,
+) -> Result<Artifact, BackendError> {
     let isa = host_isa(m, true)?;
     let prefix = c_identifier(prefix);
     let codegen = |e: &dyn std::fmt::Display| BackendError::Codegen(e.to_string());
@@ -97,7 +117,12 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
     let mut kernel_ids = Vec::new();
     for k in &m.kernels {
         let sig = kernel_signature(&module);
-        let id = module.declare_function(&format!("{prefix}__{}", k.name), Linkage::Local, &sig)?;
+        let symbol = format!("{prefix}__{}", k.name);
+        if !define_kernels {
+            kernel_ids.push(module.declare_function(&symbol, Linkage::Import, &sig)?);
+            continue;
+        }
+        let id = module.declare_function(&symbol, Linkage::Local, &sig)?;
         define_kernel(&mut module, m, k, &libm, &mut ctx)?;
         clif.push_str(&format!("; kernel @{}\n{}\n", k.name, ctx.func.display()));
         module
@@ -311,22 +336,32 @@ pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact
 
 /// Links an object into a shared library with the system C compiler.
 pub fn link_shared(object: &[u8], output: &Path) -> Result<(), BackendError> {
+    link_shared_objects(&[object], output)
+}
+
+/// Links several objects into one shared object (`cc -shared ... -lm`).
+pub fn link_shared_objects(objects: &[&[u8]], output: &Path) -> Result<(), BackendError> {
+    static LINKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "lopper-link-{}-{}",
         std::process::id(),
-        output.display().to_string().len()
+        LINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| BackendError::Link(format!("cannot create `{}`: {e}", dir.display())))?;
-    let obj = dir.join("model.o");
-    std::fs::write(&obj, object)
-        .map_err(|e| BackendError::Link(format!("cannot write `{}`: {e}", obj.display())))?;
+    let mut files = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        let obj = dir.join(format!("model{i}.o"));
+        std::fs::write(&obj, object)
+            .map_err(|e| BackendError::Link(format!("cannot write `{}`: {e}", obj.display())))?;
+        files.push(obj);
+    }
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let result = Command::new(&cc)
         .arg("-shared")
         .arg("-o")
         .arg(output)
-        .arg(&obj)
+        .args(&files)
         .arg("-lm")
         .output();
     let _ = std::fs::remove_dir_all(&dir);

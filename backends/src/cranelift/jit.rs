@@ -8,12 +8,14 @@ use lopper_ir::loops::{BufferKind, Module};
 use lopper_ir::Tensor;
 use std::collections::{BTreeMap, HashMap};
 
-type KernelFn = unsafe extern "C" fn(*const *mut f32, *const i64);
+/// A compiled kernel: `void k(float **buffers, const int64_t *sizes)`.
+pub type KernelFn = unsafe extern "C" fn(*const *mut f32, *const i64);
 
 /// A module compiled to machine code in this process.
 pub struct JitModule {
-    // Owns the code the kernel pointers point into.
-    _code: JITModule,
+    // Owns the code the kernel pointers point into (a Cranelift JIT module
+    // or a loaded shared object).
+    _code: Box<dyn std::any::Any>,
     kernels: Vec<(KernelFn, Vec<String>)>,
     lir: Module,
 }
@@ -53,10 +55,35 @@ pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
         })
         .collect();
     Ok(JitModule {
-        _code: module,
+        _code: Box::new(module),
         kernels,
         lir: m.clone(),
     })
+}
+
+impl JitModule {
+    /// A module whose kernels (in `m`'s order) live in code that `owner`
+    /// keeps alive.
+    ///
+    /// # Safety
+    /// Each pointer must be a function with the kernel signature compiled
+    /// from the kernel of `m` at the same position, valid while `owner`
+    /// lives.
+    pub unsafe fn from_parts(
+        m: &Module,
+        kernels: Vec<KernelFn>,
+        owner: Box<dyn std::any::Any>,
+    ) -> JitModule {
+        JitModule {
+            _code: owner,
+            kernels: kernels
+                .into_iter()
+                .zip(&m.kernels)
+                .map(|(f, k)| (f, k.params.clone()))
+                .collect(),
+            lir: m.clone(),
+        }
+    }
 }
 
 /// A compiled module bound to one set of inputs and sizes: its buffers are

@@ -19,5 +19,7 @@ mod codegen;
 mod header;
 pub mod jit;
 
-pub use artifact::{compile_object, link_shared, Artifact};
-pub use jit::{compile_jit, JitModule};
+pub use artifact::{
+    compile_entry_object, compile_object, link_shared, link_shared_objects, Artifact,
+};
+pub use jit::{compile_jit, JitModule, KernelFn};

@@ -1,0 +1,758 @@
+//! Loop-IR kernels to LLVM IR through inkwell, optimized with LLVM's
+//! `default<O3>` pipeline and emitted as a position-independent object for
+//! the host CPU (its name and features, AVX2 or AVX-512 included).
+//!
+//! Every kernel becomes `void PREFIX__NAME(float **buffers, const int64_t
+//! *sizes)`, the signature the Cranelift kernels have, so the entry point
+//! of `crate::cranelift::artifact` calls either. Locals and loop variables
+//! live in `alloca`s that LLVM's SROA turns into registers; buffers are
+//! addressed with `getelementptr` from row-major strides; `fma` is
+//! `llvm.fma`, `min`/`max` are `llvm.minnum`/`llvm.maxnum` (a NaN operand
+//! gives the other one, as the other engines do), `sqrt` is `llvm.sqrt`,
+//! and `exp`, `log`, `tanh`, `erf` call the C library, lane by lane for
+//! vectors. Vectors of any width are LLVM vectors (`f32x8` is one AVX
+//! register).
+
+use crate::BackendError;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::{Linkage, Module as LlvmModule};
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
+};
+use inkwell::types::BasicTypeEnum;
+use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
+use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
+use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
+use lopper_ir::Dim;
+use std::collections::HashMap;
+
+/// The result of compiling a module's kernels.
+pub struct LlvmKernels {
+    /// The relocatable object.
+    pub object: Vec<u8>,
+    /// The LLVM IR as generated, before the optimizer.
+    pub ir: String,
+    /// The LLVM IR after `default<O3>` (or the level's pipeline).
+    pub optimized_ir: String,
+    /// The host assembly.
+    pub assembly: String,
+}
+
+fn err(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Codegen(format!("LLVM: {e}"))
+}
+
+/// The host's target machine: its triple, CPU name and features.
+pub fn host_target_machine(level: OptimizationLevel) -> Result<TargetMachine, BackendError> {
+    Target::initialize_native(&InitializationConfig::default()).map_err(err)?;
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple).map_err(err)?;
+    let cpu = TargetMachine::get_host_cpu_name();
+    let features = TargetMachine::get_host_cpu_features();
+    target
+        .create_target_machine(
+            &triple,
+            cpu.to_str().unwrap_or("generic"),
+            features.to_str().unwrap_or(""),
+            level,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| err("cannot create a target machine for this host"))
+}
+
+/// Compiles every kernel of `m` (verified first) into one object; kernel
+/// `@k` is the exported symbol `{prefix}__k`. `opt` is the `-O` level
+/// (0: no optimizer, else LLVM's `default<O{opt}>`).
+pub fn compile_kernels(m: &Module, prefix: &str, opt: u8) -> Result<LlvmKernels, BackendError> {
+    lopper_ir::loops::verify_module(m).map_err(|errs| {
+        BackendError::Codegen(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let context = Context::create();
+    let module = context.create_module(prefix);
+    let level = match opt {
+        0 => OptimizationLevel::None,
+        1 => OptimizationLevel::Less,
+        2 => OptimizationLevel::Default,
+        _ => OptimizationLevel::Aggressive,
+    };
+    let tm = host_target_machine(level)?;
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    for k in &m.kernels {
+        let mut l = Lowerer::new(&context, &module, m, k, &format!("{prefix}__{}", k.name))?;
+        l.kernel()?;
+    }
+    module.verify().map_err(|e| err(e.to_string()))?;
+    let ir = module.print_to_string().to_string();
+    if opt > 0 {
+        module
+            .run_passes(
+                &format!("default<O{}>", opt.min(3)),
+                &tm,
+                PassBuilderOptions::create(),
+            )
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let optimized_ir = module.print_to_string().to_string();
+    let object = tm
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| err(e.to_string()))?
+        .as_slice()
+        .to_vec();
+    let assembly = tm
+        .write_to_memory_buffer(&module, FileType::Assembly)
+        .map(|b| String::from_utf8_lossy(b.as_slice()).into_owned())
+        .unwrap_or_default();
+    Ok(LlvmKernels {
+        object,
+        ir,
+        optimized_ir,
+        assembly,
+    })
+}
+
+struct Array<'ctx> {
+    base: PointerValue<'ctx>,
+    strides: Vec<IntValue<'ctx>>,
+    index: bool,
+}
+
+struct Lowerer<'a, 'ctx> {
+    context: &'ctx Context,
+    module: &'a LlvmModule<'ctx>,
+    lir: &'a Module,
+    kernel: &'a Kernel,
+    function: FunctionValue<'ctx>,
+    b: Builder<'ctx>,
+    sizes: HashMap<String, IntValue<'ctx>>,
+    arrays: Vec<HashMap<String, Array<'ctx>>>,
+    vars: Vec<HashMap<String, (PointerValue<'ctx>, ScalarType)>>,
+}
+
+impl<'a, 'ctx> Lowerer<'a, 'ctx> {
+    fn new(
+        context: &'ctx Context,
+        module: &'a LlvmModule<'ctx>,
+        lir: &'a Module,
+        kernel: &'a Kernel,
+        symbol: &str,
+    ) -> Result<Self, BackendError> {
+        let ptr = context.ptr_type(AddressSpace::default());
+        let fn_type = context
+            .void_type()
+            .fn_type(&[ptr.into(), ptr.into()], false);
+        let function = module.add_function(symbol, fn_type, Some(Linkage::External));
+        for i in 0..2 {
+            let noalias = context.create_enum_attribute(
+                inkwell::attributes::Attribute::get_named_enum_kind_id("noalias"),
+                0,
+            );
+            function.add_attribute(inkwell::attributes::AttributeLoc::Param(i), noalias);
+        }
+        let b = context.create_builder();
+        let entry = context.append_basic_block(function, "entry");
+        b.position_at_end(entry);
+        Ok(Lowerer {
+            context,
+            module,
+            lir,
+            kernel,
+            function,
+            b,
+            sizes: HashMap::new(),
+            arrays: vec![HashMap::new()],
+            vars: vec![HashMap::new()],
+        })
+    }
+
+    fn i64(&self, v: i64) -> IntValue<'ctx> {
+        self.context.i64_type().const_int(v as u64, true)
+    }
+
+    fn kernel(&mut self) -> Result<(), BackendError> {
+        let ptr = self.context.ptr_type(AddressSpace::default());
+        let buffers = self
+            .function
+            .get_nth_param(0)
+            .ok_or_else(|| err("no buffers parameter"))?
+            .into_pointer_value();
+        let sizes_ptr = self
+            .function
+            .get_nth_param(1)
+            .ok_or_else(|| err("no sizes parameter"))?
+            .into_pointer_value();
+        for (i, s) in self.lir.sizes.iter().enumerate() {
+            let at = unsafe {
+                self.b.build_in_bounds_gep(
+                    self.context.i64_type(),
+                    sizes_ptr,
+                    &[self.i64(i as i64)],
+                    "",
+                )
+            }
+            .map_err(err)?;
+            let v = self
+                .b
+                .build_load(self.context.i64_type(), at, s)
+                .map_err(err)?
+                .into_int_value();
+            self.sizes.insert(s.clone(), v);
+        }
+        for (i, p) in self.kernel.params.iter().enumerate() {
+            let buffer = self
+                .lir
+                .buffer(p)
+                .ok_or_else(|| err(format!("unknown buffer %{p}")))?;
+            let at = unsafe {
+                self.b
+                    .build_in_bounds_gep(ptr, buffers, &[self.i64(i as i64)], "")
+            }
+            .map_err(err)?;
+            let base = self
+                .b
+                .build_load(ptr, at, p)
+                .map_err(err)?
+                .into_pointer_value();
+            let extents: Vec<IntValue<'ctx>> = buffer
+                .ty
+                .shape
+                .0
+                .iter()
+                .map(|d| match d {
+                    Dim::Static(n) => self.i64(*n as i64),
+                    Dim::Symbol(s) => self.sizes[s],
+                })
+                .collect();
+            let strides = self.strides(&extents)?;
+            self.arrays[0].insert(
+                p.clone(),
+                Array {
+                    base,
+                    strides,
+                    index: buffer.index_data.is_some(),
+                },
+            );
+        }
+        let body = self.kernel.body.clone();
+        self.block(&body)?;
+        self.b.build_return(None).map_err(err)?;
+        Ok(())
+    }
+
+    fn strides(&self, extents: &[IntValue<'ctx>]) -> Result<Vec<IntValue<'ctx>>, BackendError> {
+        let mut strides = vec![self.i64(1); extents.len()];
+        for d in (0..extents.len().saturating_sub(1)).rev() {
+            strides[d] = self
+                .b
+                .build_int_mul(strides[d + 1], extents[d + 1], "")
+                .map_err(err)?;
+        }
+        Ok(strides)
+    }
+
+    fn llvm_type(&self, t: ScalarType) -> BasicTypeEnum<'ctx> {
+        match t {
+            ScalarType::Index => self.context.i64_type().into(),
+            ScalarType::F32 => self.context.f32_type().into(),
+            ScalarType::Bool => self.context.bool_type().into(),
+            ScalarType::Vector(n) => self.context.f32_type().vec_type(n).into(),
+        }
+    }
+
+    /// An `alloca` in the entry block, where SROA finds it.
+    fn alloca(
+        &self,
+        ty: BasicTypeEnum<'ctx>,
+        name: &str,
+    ) -> Result<PointerValue<'ctx>, BackendError> {
+        let entry = self
+            .function
+            .get_first_basic_block()
+            .ok_or_else(|| err("no entry block"))?;
+        let at = self.context.create_builder();
+        match entry.get_first_instruction() {
+            Some(i) => at.position_before(&i),
+            None => at.position_at_end(entry),
+        }
+        at.build_alloca(ty, name).map_err(err)
+    }
+
+    fn declare(&mut self, name: &str, ty: ScalarType) -> Result<PointerValue<'ctx>, BackendError> {
+        let p = self.alloca(self.llvm_type(ty), name)?;
+        self.vars
+            .last_mut()
+            .expect("a scope is open")
+            .insert(name.to_string(), (p, ty));
+        Ok(p)
+    }
+
+    fn var(&self, name: &str) -> Result<(PointerValue<'ctx>, ScalarType), BackendError> {
+        self.vars
+            .iter()
+            .rev()
+            .find_map(|s| s.get(name).copied())
+            .ok_or_else(|| err(format!("unknown variable %{name}")))
+    }
+
+    fn block(&mut self, body: &[Stmt]) -> Result<(), BackendError> {
+        self.vars.push(HashMap::new());
+        self.arrays.push(HashMap::new());
+        for s in body {
+            self.stmt(s)?;
+        }
+        self.vars.pop();
+        self.arrays.pop();
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), BackendError> {
+        match s {
+            Stmt::For {
+                var, lo, hi, body, ..
+            } => {
+                let lo = self.expr(lo)?.into_int_value();
+                let hi = self.expr(hi)?.into_int_value();
+                self.vars.push(HashMap::new());
+                let slot = self.declare(var, ScalarType::Index)?;
+                self.b.build_store(slot, lo).map_err(err)?;
+                let (inner, exit) = (
+                    self.context.append_basic_block(self.function, "body"),
+                    self.context.append_basic_block(self.function, "exit"),
+                );
+                let enter = self
+                    .b
+                    .build_int_compare(IntPredicate::SLT, lo, hi, "")
+                    .map_err(err)?;
+                self.b
+                    .build_conditional_branch(enter, inner, exit)
+                    .map_err(err)?;
+                self.b.position_at_end(inner);
+                self.block(body)?;
+                let i64t = self.context.i64_type();
+                let current = self
+                    .b
+                    .build_load(i64t, slot, "")
+                    .map_err(err)?
+                    .into_int_value();
+                let next = self
+                    .b
+                    .build_int_nsw_add(current, self.i64(1), "")
+                    .map_err(err)?;
+                self.b.build_store(slot, next).map_err(err)?;
+                let more = self
+                    .b
+                    .build_int_compare(IntPredicate::SLT, next, hi, "")
+                    .map_err(err)?;
+                self.b
+                    .build_conditional_branch(more, inner, exit)
+                    .map_err(err)?;
+                self.b.position_at_end(exit);
+                self.vars.pop();
+            }
+            Stmt::Let { var, ty, init } => {
+                let v = self.expr(init)?;
+                let slot = self.declare(var, *ty)?;
+                self.b.build_store(slot, v).map_err(err)?;
+            }
+            Stmt::Assign { var, value } => {
+                let v = self.expr(value)?;
+                let (slot, _) = self.var(var)?;
+                self.b.build_store(slot, v).map_err(err)?;
+            }
+            Stmt::Store {
+                buffer,
+                indices,
+                value,
+            }
+            | Stmt::VStore {
+                buffer,
+                indices,
+                value,
+                ..
+            } => {
+                let v = self.expr(value)?;
+                let p = self.address(buffer, indices)?;
+                let store = self.b.build_store(p, v).map_err(err)?;
+                store.set_alignment(4).map_err(err)?;
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.expr(cond)?.into_int_value();
+                let (t, e, merge) = (
+                    self.context.append_basic_block(self.function, "then"),
+                    self.context.append_basic_block(self.function, "else"),
+                    self.context.append_basic_block(self.function, "merge"),
+                );
+                self.b.build_conditional_branch(c, t, e).map_err(err)?;
+                self.b.position_at_end(t);
+                self.block(then)?;
+                self.b.build_unconditional_branch(merge).map_err(err)?;
+                self.b.position_at_end(e);
+                self.block(otherwise)?;
+                self.b.build_unconditional_branch(merge).map_err(err)?;
+                self.b.position_at_end(merge);
+            }
+            Stmt::Alloc { name, dims } => {
+                let n: usize = dims.iter().product();
+                let ty = self.context.f32_type().array_type(n as u32);
+                let base = self.alloca(ty.into(), name)?;
+                let extents: Vec<IntValue<'ctx>> =
+                    dims.iter().map(|&d| self.i64(d as i64)).collect();
+                let strides = self.strides(&extents)?;
+                self.arrays.last_mut().expect("a scope is open").insert(
+                    name.clone(),
+                    Array {
+                        base,
+                        strides,
+                        index: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn array(&self, buffer: &str) -> Result<&Array<'ctx>, BackendError> {
+        self.arrays
+            .iter()
+            .rev()
+            .find_map(|s| s.get(buffer))
+            .ok_or_else(|| err(format!("unknown buffer %{buffer}")))
+    }
+
+    fn address(
+        &mut self,
+        buffer: &str,
+        indices: &[Expr],
+    ) -> Result<PointerValue<'ctx>, BackendError> {
+        let mut offset = self.i64(0);
+        let (base, strides, index) = {
+            let a = self.array(buffer)?;
+            (a.base, a.strides.clone(), a.index)
+        };
+        for (i, e) in indices.iter().enumerate() {
+            let v = self.expr(e)?.into_int_value();
+            let term = self.b.build_int_nsw_mul(v, strides[i], "").map_err(err)?;
+            offset = self.b.build_int_nsw_add(offset, term, "").map_err(err)?;
+        }
+        let element: BasicTypeEnum = if index {
+            self.context.i64_type().into()
+        } else {
+            self.context.f32_type().into()
+        };
+        unsafe { self.b.build_in_bounds_gep(element, base, &[offset], "") }.map_err(err)
+    }
+
+    fn type_of(&self, e: &Expr) -> ScalarType {
+        match e {
+            Expr::Int(_) | Expr::Size(_) => ScalarType::Index,
+            Expr::Float(_) => ScalarType::F32,
+            Expr::Load { buffer, .. } => match self.array(buffer) {
+                Ok(a) if a.index => ScalarType::Index,
+                _ => ScalarType::F32,
+            },
+            Expr::Fma(a, _, _) => self.type_of(a),
+            Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
+            Expr::HorizontalSum(_) => ScalarType::F32,
+            Expr::Var(v) => self.var(v).map_or(ScalarType::F32, |(_, t)| t),
+            Expr::Binary(op, a, _) => match op {
+                BinOp::Lt
+                | BinOp::Le
+                | BinOp::Gt
+                | BinOp::Ge
+                | BinOp::Eq
+                | BinOp::Ne
+                | BinOp::And
+                | BinOp::Or => ScalarType::Bool,
+                _ => self.type_of(a),
+            },
+            Expr::Unary(UnOp::ToFloat, _) => ScalarType::F32,
+            Expr::Unary(_, a) => self.type_of(a),
+            Expr::Select(_, a, _) => self.type_of(a),
+        }
+    }
+
+    fn intrinsic(
+        &self,
+        name: &str,
+        ty: BasicTypeEnum<'ctx>,
+        args: &[BasicValueEnum<'ctx>],
+    ) -> Result<BasicValueEnum<'ctx>, BackendError> {
+        let f = Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(self.module, &[ty]))
+            .ok_or_else(|| err(format!("no intrinsic {name}")))?;
+        let args: Vec<_> = args.iter().map(|a| (*a).into()).collect();
+        self.b
+            .build_call(f, &args, "")
+            .map_err(err)?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| err(format!("{name} returned nothing")))
+    }
+
+    fn libm(&self, name: &str) -> FunctionValue<'ctx> {
+        self.module.get_function(name).unwrap_or_else(|| {
+            let f32t = self.context.f32_type();
+            self.module.add_function(
+                name,
+                f32t.fn_type(&[f32t.into()], false),
+                Some(Linkage::External),
+            )
+        })
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<BasicValueEnum<'ctx>, BackendError> {
+        let f32t = self.context.f32_type();
+        Ok(match e {
+            Expr::Int(v) => self.i64(*v).into(),
+            Expr::Float(v) => f32t.const_float(*v as f64).into(),
+            Expr::Size(s) => (*self
+                .sizes
+                .get(s)
+                .ok_or_else(|| err(format!("unknown size {s}")))?)
+            .into(),
+            Expr::Var(v) => {
+                let (slot, ty) = self.var(v)?;
+                self.b
+                    .build_load(self.llvm_type(ty), slot, v)
+                    .map_err(err)?
+            }
+            Expr::Load { buffer, indices } => {
+                let index = self.array(buffer)?.index;
+                let p = self.address(buffer, indices)?;
+                let ty: BasicTypeEnum = if index {
+                    self.context.i64_type().into()
+                } else {
+                    f32t.into()
+                };
+                self.b.build_load(ty, p, "").map_err(err)?
+            }
+            Expr::VLoad {
+                buffer,
+                indices,
+                lanes,
+            } => {
+                let p = self.address(buffer, indices)?;
+                let load = self
+                    .b
+                    .build_load(f32t.vec_type(*lanes), p, "")
+                    .map_err(err)?;
+                inkwell::values::BasicValue::as_instruction_value(&load)
+                    .ok_or_else(|| err("a load is an instruction"))?
+                    .set_alignment(4)
+                    .map_err(err)?;
+                load
+            }
+            Expr::Broadcast(v, lanes) => {
+                let x = self.expr(v)?.into_float_value();
+                let vt = f32t.vec_type(*lanes);
+                let one = self
+                    .b
+                    .build_insert_element(vt.get_undef(), x, self.i64(0), "")
+                    .map_err(err)?;
+                let zeros = self.context.i32_type().vec_type(*lanes).const_zero();
+                self.b
+                    .build_shuffle_vector(one, vt.get_undef(), zeros, "")
+                    .map_err(err)?
+                    .into()
+            }
+            Expr::HorizontalSum(v) => {
+                let x = self.expr(v)?.into_vector_value();
+                let lanes = x.get_type().get_size();
+                let mut sum = self
+                    .b
+                    .build_extract_element(x, self.i64(0), "")
+                    .map_err(err)?
+                    .into_float_value();
+                for l in 1..lanes {
+                    let e = self
+                        .b
+                        .build_extract_element(x, self.i64(l as i64), "")
+                        .map_err(err)?
+                        .into_float_value();
+                    sum = self.b.build_float_add(sum, e, "").map_err(err)?;
+                }
+                sum.into()
+            }
+            Expr::Fma(a, b, c) => {
+                let ty = self.llvm_type(self.type_of(a));
+                let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
+                self.intrinsic("llvm.fma", ty, &[x, y, z])?
+            }
+            Expr::Select(c, a, d) => {
+                let cond = self.expr(c)?.into_int_value();
+                let (x, y) = (self.expr(a)?, self.expr(d)?);
+                self.b.build_select(cond, x, y, "").map_err(err)?
+            }
+            Expr::Unary(op, a) => {
+                let t = self.type_of(a);
+                let x = self.expr(a)?;
+                match (op, t) {
+                    (UnOp::Neg, ScalarType::Index) => self
+                        .b
+                        .build_int_neg(x.into_int_value(), "")
+                        .map_err(err)?
+                        .into(),
+                    (UnOp::ToFloat, _) => self
+                        .b
+                        .build_signed_int_to_float(x.into_int_value(), f32t, "")
+                        .map_err(err)?
+                        .into(),
+                    (UnOp::Neg, ScalarType::Vector(_)) => self
+                        .b
+                        .build_float_neg(x.into_vector_value(), "")
+                        .map_err(err)?
+                        .into(),
+                    (UnOp::Neg, _) => self
+                        .b
+                        .build_float_neg(x.into_float_value(), "")
+                        .map_err(err)?
+                        .into(),
+                    (UnOp::Sqrt, _) => self.intrinsic("llvm.sqrt", self.llvm_type(t), &[x])?,
+                    (other, _) => {
+                        let name = match other {
+                            UnOp::Exp => "expf",
+                            UnOp::Log => "logf",
+                            UnOp::Tanh => "tanhf",
+                            _ => "erff",
+                        };
+                        let f = self.libm(name);
+                        match t {
+                            ScalarType::Vector(lanes) => {
+                                let v = x.into_vector_value();
+                                let mut out = v;
+                                for l in 0..lanes {
+                                    let i = self.i64(l as i64);
+                                    let s = self.b.build_extract_element(v, i, "").map_err(err)?;
+                                    let r = self
+                                        .b
+                                        .build_call(f, &[s.into()], "")
+                                        .map_err(err)?
+                                        .try_as_basic_value()
+                                        .basic()
+                                        .ok_or_else(|| err("libm returned nothing"))?;
+                                    out =
+                                        self.b.build_insert_element(out, r, i, "").map_err(err)?;
+                                }
+                                out.into()
+                            }
+                            _ => self
+                                .b
+                                .build_call(f, &[x.into()], "")
+                                .map_err(err)?
+                                .try_as_basic_value()
+                                .basic()
+                                .ok_or_else(|| err("libm returned nothing"))?,
+                        }
+                    }
+                }
+            }
+            Expr::Binary(op, a, c) => {
+                let t = self.type_of(a);
+                let (x, y) = (self.expr(a)?, self.expr(c)?);
+                let b = &self.b;
+                match t {
+                    ScalarType::Index => {
+                        let (x, y) = (x.into_int_value(), y.into_int_value());
+                        match op {
+                            BinOp::Add => b.build_int_nsw_add(x, y, "").map_err(err)?.into(),
+                            BinOp::Sub => b.build_int_nsw_sub(x, y, "").map_err(err)?.into(),
+                            BinOp::Mul => b.build_int_nsw_mul(x, y, "").map_err(err)?.into(),
+                            BinOp::Div => b.build_int_signed_div(x, y, "").map_err(err)?.into(),
+                            BinOp::Rem => b.build_int_signed_rem(x, y, "").map_err(err)?.into(),
+                            BinOp::Min | BinOp::Max => {
+                                let pred = if *op == BinOp::Min {
+                                    IntPredicate::SLT
+                                } else {
+                                    IntPredicate::SGT
+                                };
+                                let c = b.build_int_compare(pred, x, y, "").map_err(err)?;
+                                b.build_select(c, x, y, "").map_err(err)?
+                            }
+                            cmp => {
+                                let pred = match cmp {
+                                    BinOp::Lt => IntPredicate::SLT,
+                                    BinOp::Le => IntPredicate::SLE,
+                                    BinOp::Gt => IntPredicate::SGT,
+                                    BinOp::Ge => IntPredicate::SGE,
+                                    BinOp::Eq => IntPredicate::EQ,
+                                    _ => IntPredicate::NE,
+                                };
+                                b.build_int_compare(pred, x, y, "").map_err(err)?.into()
+                            }
+                        }
+                    }
+                    ScalarType::Bool => {
+                        let (x, y) = (x.into_int_value(), y.into_int_value());
+                        match op {
+                            BinOp::And => b.build_and(x, y, "").map_err(err)?.into(),
+                            BinOp::Or => b.build_or(x, y, "").map_err(err)?.into(),
+                            _ => return Err(err("only && and || combine conditions")),
+                        }
+                    }
+                    _ => self.float_binary(*op, t, x, y)?,
+                }
+            }
+        })
+    }
+
+    fn float_binary(
+        &self,
+        op: BinOp,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+        y: BasicValueEnum<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>, BackendError> {
+        let b = &self.b;
+        let ty = self.llvm_type(t);
+        if let BinOp::Min | BinOp::Max = op {
+            let name = if op == BinOp::Min {
+                "llvm.minnum"
+            } else {
+                "llvm.maxnum"
+            };
+            return self.intrinsic(name, ty, &[x, y]);
+        }
+        if let ScalarType::Vector(_) = t {
+            let (x, y) = (x.into_vector_value(), y.into_vector_value());
+            return Ok(match op {
+                BinOp::Add => b.build_float_add(x, y, "").map_err(err)?.into(),
+                BinOp::Sub => b.build_float_sub(x, y, "").map_err(err)?.into(),
+                BinOp::Mul => b.build_float_mul(x, y, "").map_err(err)?.into(),
+                BinOp::Div => b.build_float_div(x, y, "").map_err(err)?.into(),
+                _ => return Err(err("no vector comparison")),
+            });
+        }
+        let (x, y) = (x.into_float_value(), y.into_float_value());
+        Ok(match op {
+            BinOp::Add => b.build_float_add(x, y, "").map_err(err)?.into(),
+            BinOp::Sub => b.build_float_sub(x, y, "").map_err(err)?.into(),
+            BinOp::Mul => b.build_float_mul(x, y, "").map_err(err)?.into(),
+            BinOp::Div => b.build_float_div(x, y, "").map_err(err)?.into(),
+            BinOp::Rem => return Err(err("`%` on f32")),
+            cmp => {
+                let pred = match cmp {
+                    BinOp::Lt => FloatPredicate::OLT,
+                    BinOp::Le => FloatPredicate::OLE,
+                    BinOp::Gt => FloatPredicate::OGT,
+                    BinOp::Ge => FloatPredicate::OGE,
+                    BinOp::Eq => FloatPredicate::OEQ,
+                    _ => FloatPredicate::UNE,
+                };
+                b.build_float_compare(pred, x, y, "").map_err(err)?.into()
+            }
+        })
+    }
+}
