@@ -6,11 +6,12 @@
 //! `../shared/peers`) against the `matrixmultiply` crate's `sgemm` on the
 //! same matrices; and mlp batch 1 and 64, lenet5 batch 1 and 64, and
 //! transformer batch 1 on their own. It prints medians, GFLOP/s and the
-//! ratio. `-O` levels: set `LOPPER_OPT=0..3` (default 2). Not part of
-//! `cargo test`.
+//! ratio. `-O` levels: set `LOPPER_OPT=0..3` (default 2); the LLVM backend:
+//! `LOPPER_BACKEND=llvm cargo bench --features llvm --bench compare`. Not
+//! part of `cargo test`.
 
 use lopper_ir::loops::{kernel_cost, BufferKind, Module};
-use lopper_passes::{graph_pipeline, loop_pipeline, Instrumentation, Ir, PassManager};
+use lopper_passes::{graph_pipeline, loop_pipeline_for, Instrumentation, Ir, PassManager};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
@@ -22,8 +23,34 @@ fn level() -> u8 {
         .unwrap_or(2)
 }
 
+fn llvm() -> bool {
+    std::env::var("LOPPER_BACKEND").is_ok_and(|b| b == "llvm")
+}
+
+fn lanes() -> u32 {
+    if llvm() {
+        lopper_backends::Backend::Llvm.lanes()
+    } else {
+        4
+    }
+}
+
+/// The code generator chosen by `LOPPER_BACKEND`.
+fn codegen(m: &Module) -> lopper_backends::cranelift::JitModule {
+    #[cfg(feature = "llvm")]
+    if llvm() {
+        return lopper_backends::llvm::compile_jit(m, 3).expect("codegen");
+    }
+    assert!(!llvm(), "build with --features llvm for LOPPER_BACKEND=llvm");
+    lopper_backends::cranelift::compile_jit(m).expect("codegen")
+}
+
 fn compile(graph: lopper_ir::Graph) -> Module {
-    let pipeline = format!("{},{}", graph_pipeline(level()), loop_pipeline(level()));
+    let pipeline = format!(
+        "{},{}",
+        graph_pipeline(level()),
+        loop_pipeline_for(level(), lanes())
+    );
     let mut pm = PassManager::new(&pipeline, Instrumentation::default()).expect("pipeline");
     let mut ir = Ir::Graph(graph);
     pm.run_ir(&mut ir, &mut std::io::sink()).expect("passes");
@@ -64,7 +91,7 @@ fn gemm(m: usize, k: usize, n: usize, rounds: usize) {
     );
     let graph = lopper_frontend::compile_source(&source, Path::new("")).expect("model");
     let module = compile(graph);
-    let jit = lopper_backends::cranelift::compile_jit(&module).expect("codegen");
+    let jit = codegen(&module);
     let a = lopper_runtime::random_tensor(vec![m, k], 1);
     // matrixmultiply gets the weights in their original layout, from the
     // same seeded initializer.
@@ -136,7 +163,7 @@ fn model(file: &str, batch: usize) {
         .join(file);
     let graph = lopper_frontend::load_model(&path).expect("model");
     let module = compile(graph);
-    let jit = lopper_backends::cranelift::compile_jit(&module).expect("codegen");
+    let jit = codegen(&module);
     let sizes: BTreeMap<String, usize> = module.sizes.iter().map(|s| (s.clone(), batch)).collect();
     let mut inputs = HashMap::new();
     for b in module.buffers_of(BufferKind::In) {
@@ -167,8 +194,9 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f));
     println!(
-        "lopper -O{} (Cranelift, 1 thread) against matrixmultiply::sgemm; medians",
-        level()
+        "lopper -O{} ({}, 1 thread) against matrixmultiply::sgemm; medians",
+        level(),
+        if llvm() { "LLVM" } else { "Cranelift" }
     );
     for s in [256, 512, 1024] {
         if wanted(&format!("gemm{s}")) {

@@ -15,6 +15,13 @@ cargo build --release --quiet
 cargo bench --bench compare --no-run --quiet 2>/dev/null
 echo "== lopper against matrixmultiply, and the models (-O2)"
 run1 cargo bench --quiet --bench compare 2>/dev/null
+if command -v llvm-config-19 >/dev/null; then
+  echo "== lopper with LLVM (--features llvm)"
+  cargo build --release --quiet --features llvm
+  LOPPER_BACKEND=llvm run1 cargo bench --quiet --features llvm --bench compare 2>/dev/null
+  echo "== compile time of lenet5 at -O2 with LLVM"
+  target/release/lopper compile examples/lenet5.lop --backend llvm -o /tmp/lopper-bench/liblenet5.so --time-passes 2>&1 | tail -4
+fi
 echo "== -O0 against -O2"
 for level in 0 2; do
   run1 target/release/lopper bench benches/models/gemm_512.lop -O$level --iters 5 --warmup 1 | head -2
