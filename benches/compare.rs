@@ -41,7 +41,10 @@ fn codegen(m: &Module) -> lopper_backends::cranelift::JitModule {
     if llvm() {
         return lopper_backends::llvm::compile_jit(m, 3).expect("codegen");
     }
-    assert!(!llvm(), "build with --features llvm for LOPPER_BACKEND=llvm");
+    assert!(
+        !llvm(),
+        "build with --features llvm for LOPPER_BACKEND=llvm"
+    );
     lopper_backends::cranelift::compile_jit(m).expect("codegen")
 }
 

@@ -1,7 +1,7 @@
 //! The LLVM backend (built with `--features llvm`): the same loop IR, the
 //! same answers, the same artifact.
 //!
-//! Every op case and every example at -O0 and -O2 (scheduled for the host's
+//! Every op case and every example at -O0, -O1 and -O2 (scheduled for the host's
 //! vector width: 16 lanes with AVX-512, 8 with AVX2) on the LLVM code
 //! against the reference interpreter; the C client of the Cranelift
 //! artifact, unchanged, on an LLVM-built `libdigits_mlp.so`; and a snapshot
@@ -62,7 +62,7 @@ fn check(what: &str, graph: &lopper_ir::Graph, level: u8, size: &str, batches: &
 
 #[test]
 fn every_op_matches_the_interpreter() {
-    for level in [0, 2] {
+    for level in 0..=2 {
         for (name, body, batches) in common::SHAPE_CASES {
             let source = format!("model m {{\n {body}\n}}\n");
             let graph = lopper_frontend::compile_source(&source, std::path::Path::new(""))
@@ -74,7 +74,7 @@ fn every_op_matches_the_interpreter() {
 
 #[test]
 fn every_example_matches_the_interpreter() {
-    for level in [0, 2] {
+    for level in 0..=2 {
         for (file, batches) in [
             ("examples/mlp.lop", &[1usize, 3][..]),
             ("examples/lenet5.lop", &[1, 3]),
@@ -149,29 +149,35 @@ fn c_client_runs_on_an_llvm_library() {
     );
 }
 
-/// The LLVM IR of a fused linear + bias + relu, before the optimizer.
+/// The LLVM IR before the optimizer of a fused linear + bias + relu, plain
+/// and with its output columns in 8-lane vectors.
 #[test]
-fn llvm_ir_of_a_small_kernel() {
-    let source = "model m {\n input x: f32[b, 3]\n param w: f32[2, 3] = ones()\n param c: f32[2] = zeros()\n output y = relu(linear(x, w, c))\n}\n";
+fn llvm_ir_of_small_kernels() {
+    let source = "model m {\n input x: f32[b, 3]\n param w: f32[3, 8] = ones()\n param c: f32[8] = zeros()\n output y = relu(x @ w + c)\n}\n";
     let graph = lopper_frontend::compile_source(source, std::path::Path::new("")).unwrap();
-    let module = match common::run_pipeline(
-        lopper_passes::Ir::Graph(graph),
-        "shape-infer,lower-to-loops",
-    ) {
-        lopper_passes::Ir::Loops(m) => m,
-        lopper_passes::Ir::Graph(_) => unreachable!(),
-    };
-    let kernels = lopper_backends::llvm::codegen::compile_kernels(&module, "m", 0).unwrap();
-    // The target triple and data layout are the host's; the body is not.
-    let body: String = kernels
-        .ir
-        .lines()
-        .filter(|l| {
-            !l.starts_with("target ")
-                && !l.starts_with("; ModuleID")
-                && !l.starts_with("source_filename")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    insta::assert_snapshot!(body);
+    for (name, schedule) in [
+        ("plain", "shape-infer,lower-to-loops"),
+        (
+            "vectors",
+            "shape-infer,lower-to-loops,vectorize{loop=i1,lanes=8},simplify-loops",
+        ),
+    ] {
+        let module = match common::run_pipeline(lopper_passes::Ir::Graph(graph.clone()), schedule) {
+            lopper_passes::Ir::Loops(m) => m,
+            lopper_passes::Ir::Graph(_) => unreachable!(),
+        };
+        let kernels = lopper_backends::llvm::codegen::compile_kernels(&module, "m", 0).unwrap();
+        // The target triple and data layout are the host's; the body is not.
+        let body: String = kernels
+            .ir
+            .lines()
+            .filter(|l| {
+                !l.starts_with("target ")
+                    && !l.starts_with("; ModuleID")
+                    && !l.starts_with("source_filename")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        insta::assert_snapshot!(name, body);
+    }
 }
