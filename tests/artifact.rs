@@ -132,22 +132,7 @@ fn one_library_serves_two_threads_at_once() {
 fn c_client_reports_the_accuracy() {
     let dir = scratch("c-client");
     compile("examples/digits_mlp.lop", &dir, "libdigits_mlp.so");
-    let client = dir.join("digits");
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-Wall", "-Werror", "-I"])
-        .arg(&dir)
-        .arg(root().join("examples/c/digits.c"))
-        .arg("-L")
-        .arg(&dir)
-        .args([
-            "-ldigits_mlp",
-            &format!("-Wl,-rpath,{}", dir.display()),
-            "-o",
-        ])
-        .arg(&client)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let client = common::build_c_client(&dir);
     // The weights are inside: the library needs nothing but libc and libm.
     if let Ok(out) = Command::new("readelf")
         .arg("-d")

@@ -120,22 +120,7 @@ fn c_client_runs_on_an_llvm_library() {
     for f in ["digits_mlp.ll", "digits_mlp.opt.ll", "digits_mlp.s"] {
         assert!(dir.join(f).exists(), "{f}");
     }
-    let client = dir.join("digits");
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-Wall", "-Werror", "-I"])
-        .arg(&dir)
-        .arg(root().join("examples/c/digits.c"))
-        .arg("-L")
-        .arg(&dir)
-        .args([
-            "-ldigits_mlp",
-            &format!("-Wl,-rpath,{}", dir.display()),
-            "-o",
-        ])
-        .arg(&client)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let client = common::build_c_client(&dir);
     let data = root().join("../shared/data/digits/digits.safetensors");
     let out = Command::new(&client).arg(&data).output().unwrap();
     assert!(

@@ -38,6 +38,43 @@ impl From<cranelift_module::ModuleError> for BackendError {
     }
 }
 
+/// The type of a loop-IR expression in a kernel being compiled: `var`
+/// gives the type of a variable in scope, `index_array` says whether a
+/// buffer holds `i64` indices. Both code generators type expressions this
+/// way; the verifier has checked the module already.
+pub(crate) fn expr_type(
+    e: &lopper_ir::loops::Expr,
+    var: &dyn Fn(&str) -> Option<lopper_ir::loops::ScalarType>,
+    index_array: &dyn Fn(&str) -> bool,
+) -> lopper_ir::loops::ScalarType {
+    use lopper_ir::loops::{BinOp, Expr, ScalarType, UnOp};
+    let of = |x: &Expr| expr_type(x, var, index_array);
+    match e {
+        Expr::Int(_) | Expr::Size(_) => ScalarType::Index,
+        Expr::Float(_) => ScalarType::F32,
+        Expr::Load { buffer, .. } if index_array(buffer) => ScalarType::Index,
+        Expr::Load { .. } => ScalarType::F32,
+        Expr::Fma(a, _, _) => of(a),
+        Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
+        Expr::HorizontalSum(_) => ScalarType::F32,
+        Expr::Var(v) => var(v).unwrap_or(ScalarType::F32),
+        Expr::Binary(op, a, _) => match op {
+            BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::Eq
+            | BinOp::Ne
+            | BinOp::And
+            | BinOp::Or => ScalarType::Bool,
+            _ => of(a),
+        },
+        Expr::Unary(UnOp::ToFloat, _) => ScalarType::F32,
+        Expr::Unary(_, a) => of(a),
+        Expr::Select(_, a, _) => of(a),
+    }
+}
+
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

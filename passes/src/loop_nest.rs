@@ -37,6 +37,13 @@ pub fn list_option(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// The loop a pass is given: `loop=NAME` (a leading `%` is allowed).
+pub fn loop_option(pass: &str, o: &crate::pass::PassOptions) -> Result<String, String> {
+    o.0.get("loop")
+        .map(|l| l.trim().trim_start_matches('%').to_string())
+        .ok_or_else(|| format!("`{pass}` needs `loop=NAME`"))
+}
+
 /// Parses a list of positive integers: `[4,8]`.
 pub fn sizes_option(pass: &str, key: &str, value: &str) -> Result<Vec<i64>, String> {
     list_option(value)

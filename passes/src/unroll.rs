@@ -36,10 +36,7 @@ impl Unroll {
     /// Reads `unroll{loop=..,factor=..,kernel=..}`.
     pub fn from_options(o: &PassOptions) -> Result<Unroll, String> {
         o.check_known("unroll", &["loop", "factor", "kernel"])?;
-        let var =
-            o.0.get("loop")
-                .map(|l| l.trim().trim_start_matches('%').to_string())
-                .ok_or("`unroll` needs `loop=NAME`")?;
+        let var = crate::loop_nest::loop_option("unroll", o)?;
         let factor = match o.0.get("factor").map(|f| f.parse::<i64>()) {
             None => None,
             Some(Ok(n)) if n >= 1 => Some(n),

@@ -43,10 +43,7 @@ impl Vectorize {
     /// Reads `vectorize{loop=..,lanes=4,kernel=..}`.
     pub fn from_options(o: &PassOptions) -> Result<Vectorize, String> {
         o.check_known("vectorize", &["loop", "lanes", "kernel"])?;
-        let var =
-            o.0.get("loop")
-                .map(|l| l.trim().trim_start_matches('%').to_string())
-                .ok_or("`vectorize` needs `loop=NAME`")?;
+        let var = crate::loop_nest::loop_option("vectorize", o)?;
         let lanes = match o.0.get("lanes").map(|l| l.parse::<u32>()) {
             None => 4,
             Some(Ok(n)) if n == 4 || n == 8 || n == 16 => n,

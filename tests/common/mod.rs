@@ -169,3 +169,24 @@ pub fn compiled_at(g: &Graph, level: u8) -> lopper_ir::loops::Module {
         lopper_passes::Ir::Graph(_) => unreachable!("the pipeline lowers"),
     }
 }
+
+/// Builds `examples/c/digits.c` against `libdigits_mlp.so` in `dir`.
+pub fn build_c_client(dir: &Path) -> PathBuf {
+    let client = dir.join("digits");
+    let status = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-O2", "-Wall", "-Werror", "-I"])
+        .arg(dir)
+        .arg(root().join("examples/c/digits.c"))
+        .arg("-L")
+        .arg(dir)
+        .args([
+            "-ldigits_mlp",
+            &format!("-Wl,-rpath,{}", dir.display()),
+            "-o",
+        ])
+        .arg(&client)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    client
+}

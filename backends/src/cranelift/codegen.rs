@@ -550,32 +550,9 @@ impl Lowerer<'_, '_> {
     }
 
     fn type_of(&self, e: &Expr) -> ScalarType {
-        match e {
-            Expr::Int(_) | Expr::Size(_) => ScalarType::Index,
-            Expr::Float(_) => ScalarType::F32,
-            Expr::Load { buffer, .. } => match self.array(buffer) {
-                Ok(a) if a.index => ScalarType::Index,
-                _ => ScalarType::F32,
-            },
-            Expr::Fma(a, _, _) => self.type_of(a),
-            Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
-            Expr::HorizontalSum(_) => ScalarType::F32,
-            Expr::Var(v) => self.var(v).map_or(ScalarType::F32, |(_, t)| t),
-            Expr::Binary(op, a, _) => match op {
-                BinOp::Lt
-                | BinOp::Le
-                | BinOp::Gt
-                | BinOp::Ge
-                | BinOp::Eq
-                | BinOp::Ne
-                | BinOp::And
-                | BinOp::Or => ScalarType::Bool,
-                _ => self.type_of(a),
-            },
-            Expr::Unary(UnOp::ToFloat, _) => ScalarType::F32,
-            Expr::Unary(_, a) => self.type_of(a),
-            Expr::Select(_, a, _) => self.type_of(a),
-        }
+        crate::expr_type(e, &|v| self.var(v).ok().map(|(_, t)| t), &|b| {
+            self.array(b).is_ok_and(|a| a.index)
+        })
     }
 
     fn expr(&mut self, e: &Expr) -> Result<Value, BackendError> {
