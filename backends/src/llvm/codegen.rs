@@ -9,8 +9,9 @@
 //! addressed with `getelementptr` from row-major strides; `fma` is
 //! `llvm.fma`, `min`/`max` are `llvm.minnum`/`llvm.maxnum` (a NaN operand
 //! gives the other one, as the other engines do), `sqrt` is `llvm.sqrt`,
-//! and `exp`, `log`, `tanh`, `erf` call the C library, lane by lane for
-//! vectors. Vectors of any width are LLVM vectors (`f32x8` is one AVX
+//! `exp` and `erf` are polynomials in registers (the Cranelift backend's
+//! vector algorithms, for scalars too), and `log` and `tanh` call the C
+//! library, lane by lane for vectors. Vectors of any width are LLVM vectors (`f32x8` is one AVX
 //! register).
 
 use crate::BackendError;
@@ -22,7 +23,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{
     CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
 };
-use inkwell::types::BasicTypeEnum;
+use inkwell::types::{BasicTypeEnum, VectorType};
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
 use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
@@ -598,6 +599,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         .map_err(err)?
                         .into(),
                     (UnOp::Sqrt, _) => self.intrinsic("llvm.sqrt", self.llvm_type(t), &[x])?,
+                    (UnOp::Exp, _) => self.exp_poly(t, x)?,
+                    (UnOp::Erf, _) => self.erf_poly(t, x)?,
                     (other, _) => {
                         let name = match other {
                             UnOp::Exp => "expf",
@@ -683,6 +686,122 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 }
             }
         })
+    }
+
+    /// `v` as a constant of type `t` (`f32`, or every lane of a vector).
+    fn constant(&self, t: ScalarType, v: f32) -> BasicValueEnum<'ctx> {
+        let c = self.context.f32_type().const_float(v as f64);
+        match t {
+            ScalarType::Vector(n) => VectorType::const_vector(&vec![c; n as usize]).into(),
+            _ => c.into(),
+        }
+    }
+
+    fn int_constant(&self, t: ScalarType, v: u64) -> BasicValueEnum<'ctx> {
+        let c = self.context.i32_type().const_int(v, false);
+        match t {
+            ScalarType::Vector(n) => VectorType::const_vector(&vec![c; n as usize]).into(),
+            _ => c.into(),
+        }
+    }
+
+    fn arith(
+        &self,
+        op: BinOp,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+        y: BasicValueEnum<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>, BackendError> {
+        self.float_binary(op, t, x, y)
+    }
+
+    /// `e^x` in registers, the algorithm of the Cranelift backend's vector
+    /// `exp` (range reduction by ln 2, a degree-6 polynomial, `2^n` in the
+    /// exponent bits; relative error about 2e-7), for scalars too, so LLVM
+    /// can inline and vectorize it. NaN stays NaN.
+    fn exp_poly(
+        &mut self,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>, BackendError> {
+        let ty = self.llvm_type(t);
+        let lo = self.constant(t, -87.3);
+        let hi = self.constant(t, 88.7);
+        let x = self.intrinsic("llvm.maximum", ty, &[x, lo])?;
+        let x = self.intrinsic("llvm.minimum", ty, &[x, hi])?;
+        let log2e = self.constant(t, std::f32::consts::LOG2_E);
+        let scaled = self.arith(BinOp::Mul, t, x, log2e)?;
+        let n = self.intrinsic("llvm.rint", ty, &[scaled])?;
+        let ln2_hi = self.constant(t, -0.693_145_75);
+        let ln2_lo = self.constant(t, -1.428_606_8e-6);
+        let r = self.intrinsic("llvm.fma", ty, &[n, ln2_hi, x])?;
+        let r = self.intrinsic("llvm.fma", ty, &[n, ln2_lo, r])?;
+        let mut p = self.constant(t, 1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            let c = self.constant(t, c);
+            p = self.intrinsic("llvm.fma", ty, &[p, r, c])?;
+        }
+        let int_ty: BasicTypeEnum = match t {
+            ScalarType::Vector(lanes) => self.context.i32_type().vec_type(lanes).into(),
+            _ => self.context.i32_type().into(),
+        };
+        let bits = match (n, int_ty) {
+            (BasicValueEnum::VectorValue(v), BasicTypeEnum::VectorType(it)) => {
+                let i = self.b.build_float_to_signed_int(v, it, "").map_err(err)?;
+                let i = self
+                    .b
+                    .build_int_add(i, self.int_constant(t, 127).into_vector_value(), "")
+                    .map_err(err)?;
+                let i = self
+                    .b
+                    .build_left_shift(i, self.int_constant(t, 23).into_vector_value(), "")
+                    .map_err(err)?;
+                BasicValueEnum::from(i)
+            }
+            (BasicValueEnum::FloatValue(f), BasicTypeEnum::IntType(it)) => {
+                let i = self.b.build_float_to_signed_int(f, it, "").map_err(err)?;
+                let i = self
+                    .b
+                    .build_int_add(i, self.int_constant(t, 127).into_int_value(), "")
+                    .map_err(err)?;
+                let i = self
+                    .b
+                    .build_left_shift(i, self.int_constant(t, 23).into_int_value(), "")
+                    .map_err(err)?;
+                BasicValueEnum::from(i)
+            }
+            _ => return Err(err("exp of a non-float")),
+        };
+        let two_n = self.b.build_bit_cast(bits, ty, "").map_err(err)?;
+        self.arith(BinOp::Mul, t, p, two_n)
+    }
+
+    /// `erf(x)` in registers: Abramowitz and Stegun 7.1.26 (absolute error
+    /// below 1.5e-7), as the Cranelift backend computes it for vectors.
+    fn erf_poly(
+        &mut self,
+        t: ScalarType,
+        x: BasicValueEnum<'ctx>,
+    ) -> Result<BasicValueEnum<'ctx>, BackendError> {
+        let ty = self.llvm_type(t);
+        let ax = self.intrinsic("llvm.fabs", ty, &[x])?;
+        let p = self.constant(t, 0.327_591_1);
+        let one = self.constant(t, 1.0);
+        let d = self.intrinsic("llvm.fma", ty, &[p, ax, one])?;
+        let tt = self.arith(BinOp::Div, t, one, d)?;
+        let mut poly = self.constant(t, 1.061_405_4);
+        for c in [-1.453_152, 1.421_413_7, -0.284_496_72, 0.254_829_6] {
+            let c = self.constant(t, c);
+            poly = self.intrinsic("llvm.fma", ty, &[poly, tt, c])?;
+        }
+        poly = self.arith(BinOp::Mul, t, poly, tt)?;
+        let square = self.arith(BinOp::Mul, t, ax, ax)?;
+        let zero = self.constant(t, 0.0);
+        let minus = self.arith(BinOp::Sub, t, zero, square)?;
+        let e = self.exp_poly(t, minus)?;
+        let tail = self.arith(BinOp::Mul, t, poly, e)?;
+        let y = self.arith(BinOp::Sub, t, one, tail)?;
+        self.intrinsic("llvm.copysign", ty, &[y, x])
     }
 
     fn float_binary(
