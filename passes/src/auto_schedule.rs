@@ -154,11 +154,11 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         .rev()
         .find(|(v, _, _)| coefficient(last, v) == Some(1))
         .ok_or("no band loop moves the store by one element")?;
-    // Narrower vectors for short columns (a conv2d's 28 or 10 output
-    // columns on a 16-lane machine): halve while two vectors do not fit.
+    // Narrower vectors for short columns (a conv2d's 10 output columns on
+    // a 16-lane machine take 8 lanes): halve while one vector does not fit.
     let mut lanes = lanes;
     if let Some(n) = extent(&column.1, &column.2) {
-        while lanes > 4 && n < 2 * lanes as i64 {
+        while lanes > 4 && n < lanes as i64 {
             lanes /= 2;
         }
     }
