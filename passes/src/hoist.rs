@@ -9,7 +9,7 @@
 //! code generators (Cranelift's address folding); this pass moves whole
 //! values, such as a weight broadcast or a `1 / n` computed per row.
 
-use crate::loop_nest::{declared, map_block, uses};
+use crate::loop_nest::{declared, map_expr, uses};
 use crate::pass::{Changed, Pass, PassContext, PassError};
 use lopper_ir::loops::{Expr, Module, Stmt};
 use std::collections::HashSet;
@@ -83,8 +83,7 @@ fn split_invariant(var: &str, body: Vec<Stmt>) -> (Vec<Stmt>, Vec<Stmt>) {
     let mut inside = HashSet::new();
     declared(&body, &mut inside);
     inside.insert(var.to_string());
-    let assigned = assigned_names(&body);
-    let stored = stored_buffers(&body);
+    let (assigned, stored) = writes(&body);
     let mut hoisted = Vec::new();
     let mut rest = Vec::new();
     for s in body {
@@ -107,67 +106,40 @@ fn split_invariant(var: &str, body: Vec<Stmt>) -> (Vec<Stmt>, Vec<Stmt>) {
     (hoisted, rest)
 }
 
-fn assigned_names(body: &[Stmt]) -> HashSet<String> {
-    let mut out = HashSet::new();
-    fn walk(body: &[Stmt], out: &mut HashSet<String>) {
+/// The locals `body` assigns and the buffers it stores to, at any depth.
+fn writes(body: &[Stmt]) -> (HashSet<String>, HashSet<String>) {
+    fn walk(body: &[Stmt], locals: &mut HashSet<String>, buffers: &mut HashSet<String>) {
         for s in body {
             match s {
                 Stmt::Assign { var, .. } => {
-                    out.insert(var.clone());
+                    locals.insert(var.clone());
                 }
-                Stmt::For { body, .. } => walk(body, out),
-                Stmt::If {
-                    then, otherwise, ..
-                } => {
-                    walk(then, out);
-                    walk(otherwise, out);
-                }
-                _ => {}
-            }
-        }
-    }
-    walk(body, &mut out);
-    out
-}
-
-fn stored_buffers(body: &[Stmt]) -> HashSet<String> {
-    let mut out = HashSet::new();
-    fn walk(body: &[Stmt], out: &mut HashSet<String>) {
-        for s in body {
-            match s {
                 Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
-                    out.insert(buffer.clone());
+                    buffers.insert(buffer.clone());
                 }
-                Stmt::For { body, .. } => walk(body, out),
+                Stmt::For { body, .. } => walk(body, locals, buffers),
                 Stmt::If {
                     then, otherwise, ..
                 } => {
-                    walk(then, out);
-                    walk(otherwise, out);
+                    walk(then, locals, buffers);
+                    walk(otherwise, locals, buffers);
                 }
                 _ => {}
             }
         }
     }
-    walk(body, &mut out);
-    out
+    let (mut locals, mut buffers) = (HashSet::new(), HashSet::new());
+    walk(body, &mut locals, &mut buffers);
+    (locals, buffers)
 }
 
 fn loads_any(e: &Expr, buffers: &HashSet<String>) -> bool {
     let mut found = false;
-    map_block(
-        &[Stmt::Let {
-            var: String::new(),
-            ty: lopper_ir::loops::ScalarType::F32,
-            init: e.clone(),
-        }],
-        &mut |x| {
-            if let Expr::Load { buffer, .. } | Expr::VLoad { buffer, .. } = &x {
-                found |= buffers.contains(buffer);
-            }
-            x
-        },
-        &mut |n| n.to_string(),
-    );
+    map_expr(e, &mut |x| {
+        if let Expr::Load { buffer, .. } | Expr::VLoad { buffer, .. } = &x {
+            found |= buffers.contains(buffer);
+        }
+        x
+    });
     found
 }
