@@ -269,6 +269,7 @@ impl Builder<'_> {
                             path: path.to_string(),
                             tensor: name.name.clone(),
                         },
+                        sparsity: None,
                     }),
                     Err(e) => {
                         self.error(name.span.clone(), e.0, "while loading this param");
@@ -319,6 +320,7 @@ impl Builder<'_> {
                     Ok(init) => Some(Param {
                         data: Arc::new(init.generate(&shape)),
                         source: ParamSource::Init(init),
+                        sparsity: None,
                     }),
                     Err(e) => {
                         let at = e

@@ -174,6 +174,7 @@ impl Pass<Module> for Pack {
                             dim: self.dim,
                             size: self.size as usize,
                         },
+                        sparsity: None,
                     }),
                     index_data: None,
                     view_of: None,

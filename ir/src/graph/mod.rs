@@ -13,6 +13,7 @@ pub mod param;
 pub(crate) mod parser;
 mod printer;
 pub mod reference;
+pub mod sparsity;
 mod verify;
 pub mod weights;
 
@@ -20,6 +21,7 @@ pub use dot::to_dot;
 pub use infer::{flops, infer_type};
 pub use op::{AttrValue, BinaryOp, Op, ReduceKind, UnaryOp};
 pub use param::{Initializer, Param, ParamSource};
+pub use sparsity::{SparseFormat, Sparsity};
 pub use parser::{attr_value_of as parse_number, parse_gir};
 pub use petgraph::stable_graph::NodeIndex;
 pub use printer::print_gir;

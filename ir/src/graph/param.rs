@@ -7,6 +7,7 @@
 //! values themselves (in decimal up to 16 elements, in hex bits beyond).
 
 use super::op::{AttrError, AttrValue};
+use super::sparsity::Sparsity;
 use super::weights::WeightFiles;
 use crate::tensor::Tensor;
 use crate::types::TensorType;
@@ -315,6 +316,9 @@ pub struct Param {
     pub data: Arc<Tensor>,
     /// How to print it.
     pub source: ParamSource,
+    /// What `analyze-sparsity` measured and chose (printed as
+    /// `density = 0.100, format = "csr"`).
+    pub sparsity: Option<Sparsity>,
 }
 
 impl Param {
@@ -323,11 +327,22 @@ impl Param {
         Param {
             data: Arc::new(tensor),
             source: ParamSource::Literal,
+            sparsity: None,
         }
     }
 
-    /// The attributes the printer writes.
+    /// The attributes the printer writes: the source, then the sparsity.
     pub fn attrs(&self) -> Vec<(&'static str, AttrValue)> {
+        let mut v = self.source_attrs();
+        if let Some(s) = &self.sparsity {
+            v.push(("density", AttrValue::Str(format!("{:.3}", s.density))));
+            v.push(("format", AttrValue::Str(s.format.to_string())));
+        }
+        v
+    }
+
+    /// The attributes that say where the values come from.
+    fn source_attrs(&self) -> Vec<(&'static str, AttrValue)> {
         if let ParamSource::Packed {
             of,
             source_shape,
@@ -342,8 +357,9 @@ impl Param {
                     data: unpack_tensor(&self.data, source_shape, *dim, *size),
                 }),
                 source: (**of).clone(),
+                sparsity: None,
             };
-            let mut v = unpacked.attrs();
+            let mut v = unpacked.source_attrs();
             v.push((
                 "packed_from",
                 AttrValue::List(
@@ -408,6 +424,32 @@ impl Param {
             )
         })?;
         let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        if get("density").is_some() || get("format").is_some() {
+            let sparsity = Sparsity {
+                density: match get("density") {
+                    Some(AttrValue::Str(d)) => d
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|d| (0.0..=1.0).contains(d))
+                        .ok_or_else(|| {
+                            err(Some("density"), "`density` is a fraction in quotes".into())
+                        })?,
+                    _ => return Err(err(Some("density"), "`density` must be a string".into())),
+                },
+                format: match get("format") {
+                    Some(AttrValue::Str(f)) => f.parse().map_err(|e| err(Some("format"), e))?,
+                    _ => return Err(err(Some("format"), "`format` must be a string".into())),
+                },
+            };
+            let rest: Vec<(String, AttrValue)> = attrs
+                .iter()
+                .filter(|(k, _)| k != "density" && k != "format")
+                .cloned()
+                .collect();
+            let mut p = Param::from_attrs(&rest, ty, files)?;
+            p.sparsity = Some(sparsity);
+            return Ok(p);
+        }
         if let Some(from) = get("packed_from") {
             let int = |k: &str| match get(k) {
                 Some(AttrValue::Int(v)) if *v > 0 || (k == "packed_dim" && *v >= 0) => {
@@ -456,6 +498,7 @@ impl Param {
                     dim,
                     size,
                 },
+                sparsity: None,
             });
         }
         let string = |k: &str| match get(k) {
@@ -474,6 +517,7 @@ impl Param {
             return Ok(Param {
                 data: Arc::new(data),
                 source: ParamSource::File { path, tensor },
+                sparsity: None,
             });
         }
         if get("init").is_some() {
@@ -484,6 +528,7 @@ impl Param {
             return Ok(Param {
                 data: Arc::new(init.generate(&shape)),
                 source: ParamSource::Init(init),
+                sparsity: None,
             });
         }
         let values: Vec<f32> = match (get("data"), get("hex")) {
