@@ -22,6 +22,7 @@ pub mod pack;
 pub mod pass;
 pub mod pipeline;
 pub mod plan_memory;
+pub mod prune;
 pub mod registry;
 pub mod shape_infer;
 pub mod simplify;

@@ -86,6 +86,12 @@ pub static PASSES: &[PassInfo] = &[
         create: no_options!("dce", crate::dce::DeadCodeElimination),
     },
     PassInfo {
+        name: "prune",
+        description: "prune constant weights: magnitude, N:M, block, or structured (neurons and filters removed)",
+        options: crate::prune::OPTIONS,
+        create: |o| Ok(AnyPass::Graph(Box::new(crate::prune::Prune::from_options(o)?))),
+    },
+    PassInfo {
         name: "lower-to-loops",
         description: "lower the graph IR to loop nests (elementwise consumers fused), the loop IR",
         options: &[("fuse", "run elementwise consumers in their producer's nest: true (default) or false (-O0)")],

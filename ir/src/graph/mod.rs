@@ -21,10 +21,10 @@ pub use dot::to_dot;
 pub use infer::{flops, infer_type};
 pub use op::{AttrValue, BinaryOp, Op, ReduceKind, UnaryOp};
 pub use param::{Initializer, Param, ParamSource};
-pub use sparsity::{SparseFormat, Sparsity};
 pub use parser::{attr_value_of as parse_number, parse_gir};
 pub use petgraph::stable_graph::NodeIndex;
 pub use printer::print_gir;
+pub use sparsity::{SparseFormat, Sparsity};
 
 /// Parses a tensor type written as in `.gir` text (`f32[batch,784]`).
 pub fn parse_type(text: &str) -> Result<TensorType, crate::Diagnostic> {

@@ -185,7 +185,10 @@ mod tests {
             let f: SparseFormat = s.parse().expect(s);
             assert_eq!(f.to_string(), s);
         }
-        assert_eq!("bsr".parse::<SparseFormat>(), Ok(SparseFormat::Bsr { rows: 4, cols: 4 }));
+        assert_eq!(
+            "bsr".parse::<SparseFormat>(),
+            Ok(SparseFormat::Bsr { rows: 4, cols: 4 })
+        );
         for bad in ["", "coo", "bsr0x4", "bsr4", "4:4", "5:4", "a:b", "bsrxx"] {
             assert!(bad.parse::<SparseFormat>().is_err(), "{bad}");
         }
@@ -194,13 +197,23 @@ mod tests {
     #[test]
     fn measures_density_nm_and_blocks() {
         // Row 0 keeps 2 of each 4, row 1 keeps 1 of the first 4 and 2 of the rest.
-        let w = t(&[2, 8], &[1., 0., 2., 0., 0., 3., 0., 4., 0., 0., 5., 0., 6., 0., 0., 7.]);
+        let w = t(
+            &[2, 8],
+            &[
+                1., 0., 2., 0., 0., 3., 0., 4., 0., 0., 5., 0., 6., 0., 0., 7.,
+            ],
+        );
         assert_eq!(density(&w), 7.0 / 16.0);
         assert!(conforms_to_nm(&w, 2, 4));
         assert!(!conforms_to_nm(&w, 1, 4));
         assert_eq!(pattern(&w), "2:4");
         // One of the two 2x4 blocks is empty.
-        let b = t(&[2, 8], &[1., 1., 1., 1., 0., 0., 0., 0., 1., 1., 1., 1., 0., 0., 0., 0.]);
+        let b = t(
+            &[2, 8],
+            &[
+                1., 1., 1., 1., 0., 0., 0., 0., 1., 1., 1., 1., 0., 0., 0., 0.,
+            ],
+        );
         assert_eq!(block_occupancy(&b, 2, 4), 0.5);
         assert_eq!(block_occupancy(&b, 2, 3), 2.0 / 3.0);
         let conv = t(&[2, 1, 2, 2], &[0., 0., 0., 1., 1., 1., 1., 1.]);
