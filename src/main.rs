@@ -266,6 +266,17 @@ struct PipelineArgs {
     /// Verify the IR after every pass (always on in debug builds).
     #[arg(long)]
     verify_each: bool,
+    /// Prune the weights first, with the options of the `prune` pass:
+    /// `method=magnitude,sparsity=0.9`, `method=nm,n=2,m=4`,
+    /// `method=block,block=4x4,sparsity=0.5`, `method=structured,sparsity=0.5`
+    /// (see docs/pruning.md).
+    #[arg(long, value_name = "OPTIONS", conflicts_with = "passes")]
+    prune: Option<String>,
+    /// Kernel format of linear layers with zeros: auto (the cost model's
+    /// choice, the default at -O2), dense, csr, bsr (4x4), bsrRxC, nm (the
+    /// weight's N:M) or N:M such as 2:4.
+    #[arg(long, value_name = "FORMAT", conflicts_with = "passes")]
+    sparse: Option<String>,
     /// Vector lanes of the backend the loops are scheduled for (set from
     /// `--backend`, not a flag of its own).
     #[arg(skip = 4u32)]
@@ -274,11 +285,34 @@ struct PipelineArgs {
 
 impl PipelineArgs {
     fn pipeline(&self, default: &str) -> String {
-        match (&self.passes, self.opt_level) {
-            (Some(p), _) => p.clone(),
+        let base = match (&self.passes, self.opt_level) {
+            (Some(p), _) => return p.clone(),
             (None, Some(level)) => graph_pipeline(level).to_string(),
             (None, None) => default.to_string(),
+        };
+        if base.is_empty() {
+            return base;
         }
+        // `--prune` runs before the sparsity analysis; `--sparse` sets its
+        // format (and adds it at levels that do not have it).
+        let mut passes: Vec<String> = base.split(',').map(str::to_string).collect();
+        let analysis = passes.iter().position(|p| p == "analyze-sparsity");
+        let analysis = match (analysis, &self.sparse) {
+            (Some(at), _) => Some(at),
+            (None, Some(_)) => {
+                passes.push("analyze-sparsity".into());
+                Some(passes.len() - 1)
+            }
+            (None, None) => None,
+        };
+        if let (Some(at), Some(format)) = (analysis, &self.sparse) {
+            passes[at] = format!("analyze-sparsity{{format={format}}}");
+        }
+        if let Some(options) = &self.prune {
+            let at = analysis.unwrap_or(passes.len());
+            passes.insert(at, format!("prune{{{options}}}"));
+        }
+        passes.join(",")
     }
 
     fn instrumentation(&self, origin: String) -> Instrumentation {

@@ -7,6 +7,7 @@
 //! same way.
 #![deny(missing_docs)]
 
+pub mod analyze_sparsity;
 pub mod auto_schedule;
 pub mod cse;
 pub mod dce;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod shape_infer;
 pub mod simplify;
 pub mod simplify_loops;
+pub mod sparse_cost;
 pub mod tile;
 pub mod unroll;
 pub mod vectorize;

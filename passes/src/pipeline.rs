@@ -24,12 +24,14 @@ impl fmt::Display for PassSpec {
 
 /// The graph pipeline of an optimization level (0 to 3).
 ///
-/// O0 only infers shapes; O1 and up simplify, fold and clean up. The loop
-/// passes that distinguish O2 and O3 arrive with the lowering.
+/// O0 only infers shapes; O1 and up simplify, fold and clean up; O2 and up
+/// also measure weight sparsity and choose sparse kernels
+/// (`analyze-sparsity`), which leaves weights with no zeros alone.
 pub const fn graph_pipeline(level: u8) -> &'static str {
     match level {
         0 => "shape-infer",
-        _ => "shape-infer,simplify,fold-constants,fold-batchnorm,cse,dce",
+        1 => "shape-infer,simplify,fold-constants,fold-batchnorm,cse,dce",
+        _ => "shape-infer,simplify,fold-constants,fold-batchnorm,cse,dce,analyze-sparsity",
     }
 }
 

@@ -92,6 +92,16 @@ pub static PASSES: &[PassInfo] = &[
         create: |o| Ok(AnyPass::Graph(Box::new(crate::prune::Prune::from_options(o)?))),
     },
     PassInfo {
+        name: "analyze-sparsity",
+        description: "measure each layer's weight sparsity; choose dense, CSR, BSR or N:M kernels (cost model)",
+        options: &[("format", "auto (cost model, default), dense, csr, bsr, bsrRxC, nm or N:M: the format of every linear layer")],
+        create: |o| {
+            Ok(AnyPass::Graph(Box::new(
+                crate::analyze_sparsity::AnalyzeSparsity::from_options(o)?,
+            )))
+        },
+    },
+    PassInfo {
         name: "lower-to-loops",
         description: "lower the graph IR to loop nests (elementwise consumers fused), the loop IR",
         options: &[("fuse", "run elementwise consumers in their producer's nest: true (default) or false (-O0)")],

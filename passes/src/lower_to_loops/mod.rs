@@ -20,6 +20,7 @@
 
 mod build;
 mod ops;
+mod sparse;
 
 use crate::pass::PassError;
 use build::{binary_op, broadcast_index, load, nest, unary_expr, vars};
@@ -234,7 +235,10 @@ impl<'g> Lowering<'g> {
                     self.pad_input(root, c);
                 }
             }
-            let body = self.lower_op(root, &out, &chain)?;
+            let body = match self.sparse_format(root) {
+                Some(format) => self.lower_sparse_linear(root, &out, &chain, format)?,
+                None => self.lower_op(root, &out, &chain)?,
+            };
             let mut kernel_name: Vec<&str> = vec![g.node(root).op.name()];
             kernel_name.extend(chain.iter().map(|&c| g.node(c).op.name()));
             self.push_kernel(&kernel_name.join("_"), body);

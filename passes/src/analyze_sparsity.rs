@@ -1,0 +1,212 @@
+//! `analyze-sparsity`: measures every layer's weights and chooses the kernel
+//! format each one lowers to.
+//!
+//! For the weight of each `linear`, `conv2d` and `matmul` it measures the
+//! density, the N:M pattern and the block structure
+//! ([`lopper_ir::graph::sparsity`]), whether the zeros came from `prune` or
+//! arrived in the weights file, and records `density` and `format` on the
+//! param, where `lower-to-loops` reads them. The cost model
+//! ([`crate::sparse_cost`]) picks dense, CSR, BSR or N:M for a linear layer;
+//! `format=` (the CLI's `--sparse`) forces one. Sparse kernels exist for
+//! `linear` only: a conv2d or matmul weight is measured and reported but
+//! stays dense. Params with no zeros get no annotation, so dense models
+//! print as before.
+
+use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
+use crate::sparse_cost::{choose, Choice, Forced};
+use lopper_ir::graph::sparsity::{density, matrix_view, pattern};
+use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
+use lopper_ir::{Graph, Op};
+use std::fmt::Write as _;
+
+const PASS: &str = "analyze-sparsity";
+
+/// The `analyze-sparsity` pass.
+#[derive(Clone, Debug, Default)]
+pub struct AnalyzeSparsity {
+    /// The format every linear layer takes (`format=csr`), or the cost
+    /// model's choice.
+    pub forced: Forced,
+}
+
+impl AnalyzeSparsity {
+    /// Reads `analyze-sparsity{format=auto|dense|csr|bsr|bsrRxC|nm|N:M}`.
+    pub fn from_options(o: &PassOptions) -> Result<AnalyzeSparsity, String> {
+        o.check_known(PASS, &["format"])?;
+        let forced = match o.0.get("format").map(|s| s.trim()) {
+            None | Some("auto") => Forced::Auto,
+            Some("nm") => Forced::NM,
+            Some(f) => Forced::Format(f.parse()?),
+        };
+        Ok(AnalyzeSparsity { forced })
+    }
+}
+
+/// One row of the sparsity report: a layer, its weight and the decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerReport {
+    /// The layer node's name.
+    pub layer: String,
+    /// Its op (`linear`).
+    pub op: &'static str,
+    /// The weight param's name.
+    pub param: String,
+    /// The weight's shape.
+    pub shape: Vec<usize>,
+    /// Fraction of nonzeros.
+    pub density: f64,
+    /// What the zeros look like (`unstructured`, `2:4`, `block 4x4`).
+    pub pattern: String,
+    /// The cost model's decision and its reason.
+    pub choice: Choice,
+    /// Multiply-adds ×2 per output row (per image for a conv2d): dense.
+    pub flops_dense: u64,
+    /// The same for the chosen kernel.
+    pub flops_chosen: u64,
+    /// Bytes of weights (and index arrays) read: dense.
+    pub bytes_dense: u64,
+    /// The same for the chosen kernel.
+    pub bytes_chosen: u64,
+}
+
+/// The weight operand of a layer node, if it is a param of rank 2 or more.
+fn layer_weight(g: &Graph, n: NodeIndex) -> Option<NodeIndex> {
+    if !matches!(g.node(n).op, Op::Linear | Op::Conv2d(_) | Op::MatMul) {
+        return None;
+    }
+    let w = *g.operands(n).get(1)?;
+    let node = g.node(w);
+    (matches!(node.op, Op::Param(_)) && node.ty.shape.rank() >= 2).then_some(w)
+}
+
+/// Measures every layer's weight and chooses its format.
+pub fn analyze(g: &Graph, forced: Forced) -> Result<Vec<LayerReport>, PassError> {
+    let order = g
+        .topo_order()
+        .map_err(|_| PassError::new(PASS, "the graph has a cycle"))?;
+    let mut out = Vec::new();
+    for n in order {
+        let Some(w) = layer_weight(g, n) else {
+            continue;
+        };
+        let Op::Param(p) = &g.node(w).op else {
+            unreachable!("layer_weight returns params")
+        };
+        let t = &p.data;
+        let (rows, cols) = matrix_view(&t.shape);
+        let op = g.node(n).op.name();
+        // Output positions each weight element is used at, per item.
+        let uses: u64 = match &g.node(n).op {
+            Op::Conv2d(_) => g
+                .node(n)
+                .ty
+                .shape
+                .as_static()
+                .map_or(1, |d| d[2..].iter().product::<usize>() as u64),
+            _ => 1,
+        };
+        let linear = matches!(g.node(n).op, Op::Linear);
+        let choice = choose(t, linear, forced).map_err(|e| {
+            PassError::at(PASS, &g.node(w).name, format!("{e} (weight of %{})", g.node(n).name))
+        })?;
+        let stored = choice.stored_values;
+        out.push(LayerReport {
+            layer: g.node(n).name.clone(),
+            op,
+            param: g.node(w).name.clone(),
+            shape: t.shape.clone(),
+            density: density(t),
+            pattern: pattern(t),
+            flops_dense: 2 * (rows * cols) as u64 * uses,
+            flops_chosen: 2 * stored * uses,
+            bytes_dense: 4 * (rows * cols) as u64,
+            bytes_chosen: choice.bytes,
+            choice,
+        });
+    }
+    Ok(out)
+}
+
+/// The report as an aligned table, one row per layer.
+pub fn report_table(reports: &[LayerReport]) -> String {
+    let mut rows = vec![[
+        "layer".to_string(),
+        "weight".into(),
+        "shape".into(),
+        "density".into(),
+        "pattern".into(),
+        "kernel".into(),
+        "FLOPs dense -> chosen".into(),
+        "bytes dense -> chosen".into(),
+        "why".into(),
+    ]];
+    for r in reports {
+        rows.push([
+            format!("%{} ({})", r.layer, r.op),
+            format!("%{}", r.param),
+            format!("{:?}", r.shape).replace(' ', ""),
+            format!("{:.3}", r.density),
+            r.pattern.clone(),
+            r.choice.format.to_string(),
+            format!("{} -> {}", r.flops_dense, r.flops_chosen),
+            format!("{} -> {}", r.bytes_dense, r.bytes_chosen),
+            r.choice.why.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c == 8 {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+impl Pass<Graph> for AnalyzeSparsity {
+    fn name(&self) -> &'static str {
+        PASS
+    }
+
+    fn description(&self) -> &'static str {
+        "measure each layer's weight sparsity and choose dense, CSR, BSR or N:M kernels"
+    }
+
+    fn run(&mut self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let reports = analyze(g, self.forced)?;
+        let mut changed = false;
+        for r in reports {
+            let w = g.find(&r.param).expect("reported params exist");
+            let Op::Param(p) = &mut g.graph[w].op else {
+                unreachable!("reported weights are params")
+            };
+            let note = (r.density < 1.0 || r.choice.format != SparseFormat::Dense).then_some(
+                Sparsity {
+                    density: r.density,
+                    format: r.choice.format,
+                },
+            );
+            cx.remark(format!(
+                "%{}: density {:.3}, {}: {} ({})",
+                r.param, r.density, r.pattern, r.choice.format, r.choice.why
+            ));
+            if p.sparsity != note {
+                p.sparsity = note;
+                changed = true;
+            }
+        }
+        Ok(Changed::from(changed))
+    }
+}

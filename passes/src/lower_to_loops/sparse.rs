@@ -1,0 +1,462 @@
+//! Sparse `linear` layers: CSR, BSR and N:M loop nests over constant index
+//! arrays.
+//!
+//! A linear layer whose weight `analyze-sparsity` marked `csr`, `bsrRxC` or
+//! `N:M` lowers to three kernels instead of one:
+//!
+//! 1. `transpose`: the activations `x[rows.., k]` copied to `x.t[k, rows..]`,
+//!    so that the rows (the batch) are the contiguous dimension;
+//! 2. the product, one output feature `j` at a time, over the rows: each
+//!    stored weight is broadcast and multiplied with a whole row of `x.t`,
+//!    so `auto-schedule` vectorizes along the batch, and `y.t[j, rows..]`
+//!    is stored;
+//! 3. the finish: `y[rows.., j] = y.t[j, rows..] + bias[j]`, with the fused
+//!    consumers (relu, ...) applied as in the dense kernel.
+//!
+//! Formats, all built here from the weight's values at compile time:
+//!
+//! - CSR: each row's nonzeros in groups of four (a row is padded with zero
+//!   weights to a multiple), `%w.rowptr[j]..%w.rowptr[j+1]` are the groups
+//!   of row `j`; the four slots of a group accumulate separately, so even a
+//!   batch of one has four independent chains;
+//! - N:M: every row has the same number of slots (`n` per group of `m`),
+//!   so the group loop has affine bounds and no row pointers;
+//! - BSR `RxC`: dense blocks with a nonzero, `%w.blockptr` per block row and
+//!   `%w.blockcol` per block; `R` accumulators, the `C` columns of a block
+//!   share each loaded row of `x.t`; edge blocks are padded with zero
+//!   weights (and `x.t` with zero rows).
+//!
+//! Padding slots point at a column the row already reads, so they cost a
+//! multiply-add but no extra cache line. The verifier bounds every access
+//! through the index arrays by their values.
+
+use super::build::*;
+use super::{Lowering, PASS};
+use crate::pass::PassError;
+use crate::sparse_cost::CSR_GROUP;
+use lopper_ir::graph::param::Param;
+use lopper_ir::graph::{NodeIndex, SparseFormat};
+use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, LoopKind, ScalarType, Stmt};
+use lopper_ir::types::DType;
+use lopper_ir::{Dim, Op, Shape, Tensor, TensorType};
+
+/// A loop `for %var in lo..hi`.
+fn range(var: &str, lo: Expr, hi: Expr, body: Vec<Stmt>) -> Stmt {
+    Stmt::For {
+        var: var.to_string(),
+        lo,
+        hi,
+        kind: LoopKind::Serial,
+        body,
+    }
+}
+
+fn zero_lets(names: &[String]) -> Vec<Stmt> {
+    names
+        .iter()
+        .map(|a| Stmt::Let {
+            var: a.clone(),
+            ty: ScalarType::F32,
+            init: Expr::Float(0.0),
+        })
+        .collect()
+}
+
+fn fma_into(acc: &str, a: Expr, b: Expr) -> Stmt {
+    Stmt::Assign {
+        var: acc.to_string(),
+        value: Expr::Fma(Box::new(a), Box::new(b), Box::new(Expr::var(acc))),
+    }
+}
+
+/// `(a0 + a1) + (a2 + a3)`: a balanced sum.
+fn sum(names: &[String]) -> Expr {
+    match names {
+        [one] => Expr::var(one),
+        _ => {
+            let (l, r) = names.split_at(names.len() / 2);
+            Expr::bin(BinOp::Add, sum(l), sum(r))
+        }
+    }
+}
+
+/// The stored form of a weight: values, index arrays, and the product nest
+/// for output feature (or block row) `j` given the row indices.
+struct Stored {
+    values: Tensor,
+    indices: Vec<(&'static str, Vec<usize>, Vec<i64>)>,
+    /// Rows of `y.t` (output features, padded to whole blocks).
+    out_rows: usize,
+    /// Rows of `x.t` (the reduction, padded to whole blocks).
+    in_rows: usize,
+}
+
+/// Rows of `[rows, cols]` in groups of `group` (value, column) slots, the
+/// last group of a row padded with zero weights at the row's last column.
+fn grouped_rows(
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+    slots_of: impl Fn(&[f32]) -> Vec<Vec<usize>>,
+    group: usize,
+) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
+    let (mut values, mut columns, mut rowptr) = (Vec::new(), Vec::new(), vec![0i64]);
+    for r in 0..rows {
+        let row = &data[r * cols..(r + 1) * cols];
+        for slots in slots_of(row) {
+            let pad = slots.last().copied().unwrap_or(0);
+            for s in 0..group {
+                let c = slots.get(s).copied();
+                values.push(c.map_or(0.0, |c| row[c]));
+                columns.push(c.unwrap_or(pad) as i64);
+            }
+        }
+        rowptr.push((columns.len() / group) as i64);
+    }
+    (values, columns, rowptr)
+}
+
+fn build(w: &Tensor, format: SparseFormat) -> Stored {
+    let (rows, cols) = (w.shape[0], w.shape[1]);
+    match format {
+        SparseFormat::Csr => {
+            let (values, columns, rowptr) = grouped_rows(
+                rows,
+                cols,
+                &w.data,
+                |row| {
+                    let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
+                    nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect()
+                },
+                CSR_GROUP,
+            );
+            let groups = columns.len() / CSR_GROUP;
+            Stored {
+                values: Tensor {
+                    shape: vec![groups, CSR_GROUP],
+                    data: values,
+                },
+                indices: vec![
+                    ("rowptr", vec![rows + 1], rowptr),
+                    ("colidx", vec![groups, CSR_GROUP], columns),
+                ],
+                out_rows: rows,
+                in_rows: cols,
+            }
+        }
+        SparseFormat::NM { n, m } => {
+            // Every row: n slots per group of m, in groups of CSR_GROUP slots.
+            let slots_per_row = cols.div_ceil(m) * n;
+            let groups_per_row = slots_per_row.div_ceil(CSR_GROUP);
+            let (values, columns, _) = grouped_rows(
+                rows,
+                cols,
+                &w.data,
+                |row| {
+                    let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
+                    let mut groups: Vec<Vec<usize>> =
+                        nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect();
+                    groups.resize(groups_per_row, Vec::new());
+                    groups
+                },
+                CSR_GROUP,
+            );
+            Stored {
+                values: Tensor {
+                    shape: vec![rows * groups_per_row, CSR_GROUP],
+                    data: values,
+                },
+                indices: vec![("colidx", vec![rows * groups_per_row, CSR_GROUP], columns)],
+                out_rows: rows,
+                in_rows: cols,
+            }
+        }
+        SparseFormat::Bsr { rows: br, cols: bc } => {
+            let (block_rows, block_cols) = (rows.div_ceil(br), cols.div_ceil(bc));
+            let (mut values, mut blockcol, mut blockptr) = (Vec::new(), Vec::new(), vec![0i64]);
+            for b in 0..block_rows {
+                for c in 0..block_cols {
+                    let at = |r: usize, k: usize| {
+                        let (r, k) = (b * br + r, c * bc + k);
+                        if r < rows && k < cols {
+                            w.data[r * cols + k]
+                        } else {
+                            0.0
+                        }
+                    };
+                    let block: Vec<f32> = (0..br)
+                        .flat_map(|r| (0..bc).map(move |k| (r, k)))
+                        .map(|(r, k)| at(r, k))
+                        .collect();
+                    if block.iter().any(|&v| v != 0.0) {
+                        values.extend(block);
+                        blockcol.push(c as i64);
+                    }
+                }
+                blockptr.push(blockcol.len() as i64);
+            }
+            let blocks = blockcol.len();
+            Stored {
+                values: Tensor {
+                    shape: vec![blocks.max(1), br, bc],
+                    data: if blocks == 0 {
+                        vec![0.0; br * bc]
+                    } else {
+                        values
+                    },
+                },
+                indices: vec![
+                    ("blockptr", vec![block_rows + 1], blockptr),
+                    ("blockcol", vec![blocks.max(1)], {
+                        let mut v = blockcol;
+                        v.resize(blocks.max(1), 0);
+                        v
+                    }),
+                ],
+                out_rows: block_rows * br,
+                in_rows: block_cols * bc,
+            }
+        }
+        SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
+    }
+}
+
+impl Lowering<'_> {
+    /// The sparse format `analyze-sparsity` chose for a linear layer's
+    /// weight, if not dense.
+    pub(super) fn sparse_format(&self, n: NodeIndex) -> Option<SparseFormat> {
+        if !matches!(self.g.node(n).op, Op::Linear) {
+            return None;
+        }
+        let w = *self.g.operands(n).get(1)?;
+        match &self.g.node(w).op {
+            Op::Param(Param {
+                sparsity: Some(s), ..
+            }) if s.format != SparseFormat::Dense && self.g.node(w).ty.shape.rank() == 2 => {
+                Some(s.format)
+            }
+            _ => None,
+        }
+    }
+
+    fn add_constant(&mut self, wanted: &str, shape: Vec<usize>, data: ConstantData) -> String {
+        let name = self.unique(wanted);
+        let (dtype, data, index_data) = match data {
+            ConstantData::Values(t) => (DType::F32, Some(Param::literal(t)), None),
+            ConstantData::Indices(v) => (DType::I64, None, Some(v)),
+        };
+        self.module.buffers.push(Buffer {
+            name: name.clone(),
+            kind: BufferKind::Const,
+            ty: TensorType {
+                dtype,
+                shape: Shape::from_static(&shape),
+            },
+            data,
+            index_data,
+            view_of: None,
+        });
+        name
+    }
+
+    /// Pushes the transpose and product kernels of sparse linear `n` and
+    /// returns the body of the finishing kernel, which writes `out`.
+    pub(super) fn lower_sparse_linear(
+        &mut self,
+        n: NodeIndex,
+        out: &str,
+        chain: &[NodeIndex],
+        format: SparseFormat,
+    ) -> Result<Vec<Stmt>, PassError> {
+        let g = self.g;
+        let (x, xt) = self.operand(n, 0);
+        let w = g.operands(n)[1];
+        let weight = match &g.node(w).op {
+            Op::Param(p) => p.data.clone(),
+            _ => unreachable!("sparse_format checked the weight is a param"),
+        };
+        let wname = g.node(w).name.clone();
+        if let SparseFormat::NM { n: keep, m } = format {
+            if !lopper_ir::graph::sparsity::conforms_to_nm(&weight, keep, m) {
+                return Err(PassError::at(
+                    PASS,
+                    &wname,
+                    format!("the weight is marked {keep}:{m} but has more nonzeros in a group"),
+                ));
+            }
+        }
+        let stored = build(&weight, format);
+        let dims = g.node(n).ty.shape.0.clone();
+        let r = dims.len();
+        let lead = &dims[..r - 1];
+        let rows = vars("i", r - 1);
+        let (features, reduction) = (weight.shape[0], weight.shape[1]);
+        // x.t[k, rows..], zero rows past the reduction for padded blocks.
+        let mut t_dims = vec![Dim::Static(stored.in_rows)];
+        t_dims.extend(lead.iter().cloned());
+        let x_t = self.add_buffer(
+            &format!("{x}.t"),
+            BufferKind::Scratch,
+            &TensorType::f32(Shape(t_dims)),
+            None,
+        );
+        let at_t = |k: Expr| {
+            let mut i = vec![k];
+            i.extend(rows.iter().cloned());
+            i
+        };
+        let mut x_index = rows.clone();
+        x_index.push(Expr::var("k"));
+        let mut copy = vec![for_loop(
+            "k",
+            int(reduction),
+            vec![Stmt::Store {
+                buffer: x_t.clone(),
+                indices: at_t(Expr::var("k")),
+                value: load(&x, x_index),
+            }],
+        )];
+        if stored.in_rows > reduction {
+            copy.push(range(
+                "k",
+                int(reduction),
+                int(stored.in_rows),
+                vec![Stmt::Store {
+                    buffer: x_t.clone(),
+                    indices: at_t(Expr::var("k")),
+                    value: Expr::Float(0.0),
+                }],
+            ));
+        }
+        let _ = xt;
+        self.push_kernel("transpose", nest("i", lead, copy));
+        // The product into y.t[j, rows..].
+        let node_name = g.node(n).name.clone();
+        let mut y_dims = vec![Dim::Static(stored.out_rows)];
+        y_dims.extend(lead.iter().cloned());
+        let y_t = self.add_buffer(
+            &format!("{node_name}.t"),
+            BufferKind::Scratch,
+            &TensorType::f32(Shape(y_dims)),
+            None,
+        );
+        let values = self.add_constant(
+            &format!("{wname}.values"),
+            stored.values.shape.clone(),
+            ConstantData::Values(stored.values.clone()),
+        );
+        let mut index_names = Vec::new();
+        for (suffix, shape, data) in stored.indices {
+            index_names.push(self.add_constant(
+                &format!("{wname}.{suffix}"),
+                shape,
+                ConstantData::Indices(data),
+            ));
+        }
+        let accs = |k: usize| -> Vec<String> { (0..k).map(|a| format!("acc{a}")).collect() };
+        let (kernel, loop_var, extent, body) = match format {
+            SparseFormat::Csr | SparseFormat::NM { .. } => {
+                let columns = index_names.last().expect("colidx").clone();
+                let names = accs(CSR_GROUP);
+                let slots: Vec<Stmt> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(s, a)| {
+                        let col = load(&columns, vec![Expr::var("p"), int(s)]);
+                        fma_into(
+                            a,
+                            load(&values, vec![Expr::var("p"), int(s)]),
+                            load(&x_t, at_t(col)),
+                        )
+                    })
+                    .collect();
+                let (lo, hi) = match format {
+                    SparseFormat::Csr => {
+                        let ptr = &index_names[0];
+                        (
+                            load(ptr, vec![Expr::var("j")]),
+                            load(ptr, vec![add(Expr::var("j"), int(1))]),
+                        )
+                    }
+                    _ => {
+                        let per_row = stored.values.shape[0] / features.max(1);
+                        (
+                            mul(Expr::var("j"), int(per_row)),
+                            mul(add(Expr::var("j"), int(1)), int(per_row)),
+                        )
+                    }
+                };
+                let mut body = zero_lets(&names);
+                body.push(range("p", lo, hi, slots));
+                let mut at = vec![Expr::var("j")];
+                at.extend(rows.iter().cloned());
+                body.push(Stmt::Store {
+                    buffer: y_t.clone(),
+                    indices: at,
+                    value: sum(&names),
+                });
+                let kernel = if format == SparseFormat::Csr {
+                    "csr"
+                } else {
+                    "nm"
+                };
+                (kernel, "j", features, body)
+            }
+            SparseFormat::Bsr { rows: br, cols: bc } => {
+                let (ptr, blockcol) = (&index_names[0], &index_names[1]);
+                let names = accs(br);
+                let column = add(
+                    mul(load(blockcol, vec![Expr::var("b")]), int(bc)),
+                    Expr::var("c"),
+                );
+                let taps: Vec<Stmt> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(row, a)| {
+                        fma_into(
+                            a,
+                            load(&values, vec![Expr::var("b"), int(row), Expr::var("c")]),
+                            load(&x_t, at_t(column.clone())),
+                        )
+                    })
+                    .collect();
+                let mut body = zero_lets(&names);
+                body.push(range(
+                    "b",
+                    load(ptr, vec![Expr::var("jb")]),
+                    load(ptr, vec![add(Expr::var("jb"), int(1))]),
+                    vec![for_loop("c", int(bc), taps)],
+                ));
+                for (row, a) in names.iter().enumerate() {
+                    let mut at = vec![add(mul(Expr::var("jb"), int(br)), int(row))];
+                    at.extend(rows.iter().cloned());
+                    body.push(Stmt::Store {
+                        buffer: y_t.clone(),
+                        indices: at,
+                        value: Expr::var(a),
+                    });
+                }
+                ("bsr", "jb", stored.out_rows / br, body)
+            }
+            SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
+        };
+        let product = for_loop(loop_var, int(extent), nest("i", lead, body));
+        self.push_kernel(&format!("{kernel}_linear"), vec![product]);
+        // The finish: y[rows.., j] = y.t[j, rows..] (+ bias), then the chain.
+        let idx = vars("i", r);
+        let j = idx[r - 1].clone();
+        let mut from = vec![j.clone()];
+        from.extend(rows.iter().cloned());
+        let mut value = load(&y_t, from);
+        if g.operands(n).len() == 3 {
+            let (b, _) = self.operand(n, 2);
+            value = Expr::bin(BinOp::Add, value, load(&b, vec![j]));
+        }
+        Ok(nest("i", &dims, self.finish(value, out, &idx, chain, n)))
+    }
+}
+
+enum ConstantData {
+    Values(Tensor),
+    Indices(Vec<i64>),
+}

@@ -1,0 +1,207 @@
+//! The cost model that picks a linear layer's kernel: dense, CSR, BSR or N:M.
+//!
+//! Each format's cost is the number of multiply-adds it performs (stored
+//! values, padding included) times its measured cost per multiply-add
+//! relative to the dense kernel's; the cheapest wins. The relative costs
+//! come from `lopper bench` runs of the mlp's layers on this machine with
+//! each format forced (see `docs/pruning.md`), which also gives the
+//! break-even densities: CSR pays below `1 / CSR_COST`, BSR below
+//! `1 / BSR_COST` of its blocks occupied, N:M when `n / m < 1 / NM_COST`.
+//! The model does not look at the batch size (it is symbolic when the
+//! choice is made) and knows no other op than `linear`.
+
+use lopper_ir::graph::sparsity::{block_occupancy, conforms_to_nm, matrix_view};
+use lopper_ir::graph::SparseFormat;
+use lopper_ir::Tensor;
+
+/// Time per stored multiply-add of the CSR kernel, relative to dense.
+pub const CSR_COST: f64 = 3.0;
+/// The same for BSR (4x4 blocks).
+pub const BSR_COST: f64 = 1.5;
+/// The same for the N:M kernel.
+pub const NM_COST: f64 = 1.5;
+/// Values per group of a CSR row: rows are padded to a multiple, and each
+/// of the group's slots accumulates into its own register.
+pub const CSR_GROUP: usize = 4;
+
+/// A format the user asked for instead of the cost model's choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Forced {
+    /// The cost model decides.
+    #[default]
+    Auto,
+    /// N:M with the tightest N for M = 4 or 8 the weight conforms to.
+    NM,
+    /// This format.
+    Format(SparseFormat),
+}
+
+/// The chosen format, why, and what it stores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The format.
+    pub format: SparseFormat,
+    /// One line of reasoning, for the report.
+    pub why: String,
+    /// Values the kernel multiplies (zeros of padding and blocks included).
+    pub stored_values: u64,
+    /// Bytes of values and index arrays it reads.
+    pub bytes: u64,
+}
+
+/// Stored values and bytes of each format, for a `[rows, cols]` weight.
+fn footprint(t: &Tensor, format: SparseFormat) -> (u64, u64) {
+    let (rows, cols) = matrix_view(&t.shape);
+    match format {
+        SparseFormat::Dense => ((rows * cols) as u64, 4 * (rows * cols) as u64),
+        SparseFormat::Csr => {
+            let stored: usize = (0..rows)
+                .map(|r| {
+                    let nnz = t.data[r * cols..(r + 1) * cols]
+                        .iter()
+                        .filter(|&&v| v != 0.0)
+                        .count();
+                    nnz.div_ceil(CSR_GROUP) * CSR_GROUP
+                })
+                .sum();
+            // f32 values, i64 columns, i64 row pointers.
+            (stored as u64, 12 * stored as u64 + 8 * (rows + 1) as u64)
+        }
+        SparseFormat::Bsr { rows: br, cols: bc } => {
+            let blocks = rows.div_ceil(br) * cols.div_ceil(bc);
+            let occupied = (block_occupancy(t, br, bc) * blocks as f64).round() as usize;
+            let stored = occupied * br * bc;
+            (
+                stored as u64,
+                4 * stored as u64 + 8 * (occupied + rows.div_ceil(br) + 1) as u64,
+            )
+        }
+        SparseFormat::NM { n, m } => {
+            let stored = rows * cols.div_ceil(m) * n;
+            (stored as u64, 12 * stored as u64)
+        }
+    }
+}
+
+/// The tightest `n:m` (m = 4 or 8) that `t` conforms to with `n < m`.
+pub fn tightest_nm(t: &Tensor) -> Option<SparseFormat> {
+    [4usize, 8]
+        .iter()
+        .flat_map(|&m| (1..m).map(move |n| (n, m)))
+        .filter(|&(n, m)| conforms_to_nm(t, n, m))
+        .min_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+        .map(|(n, m)| SparseFormat::NM { n, m })
+}
+
+fn relative_cost(format: SparseFormat) -> f64 {
+    match format {
+        SparseFormat::Dense => 1.0,
+        SparseFormat::Csr => CSR_COST,
+        SparseFormat::Bsr { .. } => BSR_COST,
+        SparseFormat::NM { .. } => NM_COST,
+    }
+}
+
+/// Chooses the format of a weight; `linear` says whether its layer has
+/// sparse kernels.
+pub fn choose(t: &Tensor, linear: bool, forced: Forced) -> Result<Choice, String> {
+    let make = |format: SparseFormat, why: String| {
+        let (stored_values, bytes) = footprint(t, format);
+        Choice {
+            format,
+            why,
+            stored_values,
+            bytes,
+        }
+    };
+    if !linear {
+        return Ok(make(
+            SparseFormat::Dense,
+            "sparse kernels cover linear layers only".into(),
+        ));
+    }
+    let format = match forced {
+        Forced::Auto => None,
+        Forced::NM => Some(tightest_nm(t).ok_or("the weight is not N:M sparse for M = 4 or 8")?),
+        Forced::Format(f) => Some(f),
+    };
+    if let Some(f) = format {
+        if let SparseFormat::NM { n, m } = f {
+            if !conforms_to_nm(t, n, m) {
+                return Err(format!("the weight is not {n}:{m} sparse"));
+            }
+        }
+        return Ok(make(f, "forced".into()));
+    }
+    let dense_cost = footprint(t, SparseFormat::Dense).0 as f64;
+    let mut candidates = vec![SparseFormat::Csr, SparseFormat::Bsr { rows: 4, cols: 4 }];
+    candidates.extend(tightest_nm(t));
+    let costs: Vec<(SparseFormat, f64)> = candidates
+        .into_iter()
+        .map(|f| (f, footprint(t, f).0 as f64 * relative_cost(f) / dense_cost))
+        .collect();
+    let (best, ratio) = costs
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("candidates are never empty");
+    Ok(if ratio < 1.0 {
+        make(best, format!("{ratio:.2}x the dense cost"))
+    } else {
+        make(
+            SparseFormat::Dense,
+            format!("the cheapest sparse kernel ({best}) costs {ratio:.2}x dense"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(rows: usize, cols: usize, keep: impl Fn(usize, usize) -> bool) -> Tensor {
+        let data = (0..rows * cols)
+            .map(|i| {
+                if keep(i / cols, i % cols) {
+                    1.0 + i as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Tensor {
+            shape: vec![rows, cols],
+            data,
+        }
+    }
+
+    #[test]
+    fn dense_weights_stay_dense_and_sparse_ones_do_not() {
+        let dense = weight(16, 64, |_, _| true);
+        assert_eq!(choose(&dense, true, Forced::Auto).unwrap().format, SparseFormat::Dense);
+        let sparse = weight(16, 64, |r, c| (r * 7 + c * 13) % 20 == 0);
+        assert_eq!(choose(&sparse, true, Forced::Auto).unwrap().format, SparseFormat::Csr);
+        assert_eq!(choose(&sparse, false, Forced::Auto).unwrap().format, SparseFormat::Dense);
+        let blocks = weight(16, 64, |r, c| (r / 4 + c / 4) % 4 == 0);
+        assert_eq!(
+            choose(&blocks, true, Forced::Auto).unwrap().format,
+            SparseFormat::Bsr { rows: 4, cols: 4 }
+        );
+    }
+
+    #[test]
+    fn forced_formats_are_checked() {
+        let two_of_four = weight(4, 8, |_, c| c % 4 < 2);
+        assert_eq!(tightest_nm(&two_of_four), Some(SparseFormat::NM { n: 2, m: 4 }));
+        assert_eq!(
+            choose(&two_of_four, true, Forced::NM).unwrap().format,
+            SparseFormat::NM { n: 2, m: 4 }
+        );
+        let dense = weight(4, 8, |_, _| true);
+        assert!(choose(&dense, true, Forced::NM).is_err());
+        let f = Forced::Format(SparseFormat::NM { n: 1, m: 4 });
+        assert!(choose(&two_of_four, true, f).is_err());
+        let csr = choose(&dense, true, Forced::Format(SparseFormat::Csr)).unwrap();
+        assert_eq!((csr.format, csr.stored_values), (SparseFormat::Csr, 32));
+    }
+}
