@@ -163,8 +163,9 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         }
     }
     let lanes_i = lanes as i64;
-    let column_extent =
-        extent(&column.1, &column.2).ok_or("the column loop has a symbolic extent")?;
+    let Some(column_extent) = extent(&column.1, &column.2) else {
+        return Ok(symbolic_column(k, &column.0, inner, lanes));
+    };
     if column_extent < lanes_i {
         return Err(format!(
             "%{} has {column_extent} iterations, fewer than {lanes} lanes",
@@ -384,6 +385,29 @@ impl Pass<Module> for AutoSchedule {
         }
         Ok(Changed::from(changed))
     }
+}
+
+/// The steps for a kernel whose column loop runs over a symbolic size (a
+/// sparse linear layer's product, vectorized along the batch): tiles of
+/// whole vectors, the last partial tile scalar, and as many vectors per
+/// tile as the registers hold accumulators for (at most four).
+fn symbolic_column(k: &lopper_ir::loops::Kernel, column: &str, inner: &[Stmt], lanes: u32) -> String {
+    // The accumulators: the lets before the first loop.
+    let accumulators = inner
+        .iter()
+        .take_while(|s| !matches!(s, Stmt::For { .. }))
+        .filter(|s| matches!(s, Stmt::Let { .. }))
+        .count()
+        .max(1);
+    let budget = if lanes >= 16 { 24 } else { 8 };
+    let vectors = (budget / accumulators).clamp(1, 4);
+    let name = &k.name;
+    format!(
+        "tile{{kernel={name},loops=[{column}],sizes=[{}]}},\
+         vectorize{{kernel={name},loop={column}.i,lanes={lanes}}},\
+         unroll{{kernel={name},loop={column}.i.v}}",
+        vectors * lanes as usize
+    )
 }
 
 /// The product of the constant trip counts of the loops under the band:

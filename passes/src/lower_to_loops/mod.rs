@@ -51,6 +51,9 @@ struct Lowering<'g> {
     fuse: bool,
     /// The zero-bordered copy of a padded conv2d's input.
     padded: HashMap<NodeIndex, String>,
+    /// Values kept transposed (`[features, rows..]`) between two sparse
+    /// linear layers, by the chain tail that computes them.
+    transposed: HashMap<NodeIndex, String>,
 }
 
 impl<'g> Lowering<'g> {
@@ -81,6 +84,7 @@ impl<'g> Lowering<'g> {
             used_names: HashSet::new(),
             fuse: true,
             padded: HashMap::new(),
+            transposed: HashMap::new(),
         })
     }
 
@@ -236,7 +240,10 @@ impl<'g> Lowering<'g> {
                 }
             }
             let body = match self.sparse_format(root) {
-                Some(format) => self.lower_sparse_linear(root, &out, &chain, format)?,
+                Some(format) => match self.lower_sparse_linear(root, &out, &chain, format)? {
+                    Some(finish) => finish,
+                    None => continue,
+                },
                 None => self.lower_op(root, &out, &chain)?,
             };
             let mut kernel_name: Vec<&str> = vec![g.node(root).op.name()];

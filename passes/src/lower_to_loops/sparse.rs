@@ -259,17 +259,38 @@ impl Lowering<'_> {
         name
     }
 
-    /// Pushes the transpose and product kernels of sparse linear `n` and
-    /// returns the body of the finishing kernel, which writes `out`.
+    /// The chain tail `tail` can hand its value to its only user, a sparse
+    /// linear layer, transposed: the user reads `[features, rows..]` as is.
+    fn stays_transposed(&self, tail: NodeIndex) -> bool {
+        let g = self.g;
+        let users = g.users(tail);
+        let [user] = users[..] else { return false };
+        if g.is_output(tail) || g.operands(user)[0] != tail {
+            return false;
+        }
+        match self.sparse_format(user) {
+            Some(SparseFormat::Bsr { cols, .. }) => {
+                let w = g.operands(user)[1];
+                g.node(w).ty.shape.0[1].as_static().is_some_and(|k| k % cols == 0)
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Pushes the kernels of sparse linear `n` (transpose, product) and
+    /// returns the body of the finishing kernel, which writes `out`, or
+    /// `None` when the product kernel finishes the value itself (it stays
+    /// transposed for the next sparse layer).
     pub(super) fn lower_sparse_linear(
         &mut self,
         n: NodeIndex,
         out: &str,
         chain: &[NodeIndex],
         format: SparseFormat,
-    ) -> Result<Vec<Stmt>, PassError> {
+    ) -> Result<Option<Vec<Stmt>>, PassError> {
         let g = self.g;
-        let (x, xt) = self.operand(n, 0);
+        let (x, _) = self.operand(n, 0);
         let w = g.operands(n)[1];
         let weight = match &g.node(w).op {
             Op::Param(p) => p.data.clone(),
@@ -291,47 +312,22 @@ impl Lowering<'_> {
         let lead = &dims[..r - 1];
         let rows = vars("i", r - 1);
         let (features, reduction) = (weight.shape[0], weight.shape[1]);
-        // x.t[k, rows..], zero rows past the reduction for padded blocks.
-        let mut t_dims = vec![Dim::Static(stored.in_rows)];
-        t_dims.extend(lead.iter().cloned());
-        let x_t = self.add_buffer(
-            &format!("{x}.t"),
-            BufferKind::Scratch,
-            &TensorType::f32(Shape(t_dims)),
-            None,
-        );
         let at_t = |k: Expr| {
             let mut i = vec![k];
             i.extend(rows.iter().cloned());
             i
         };
-        let mut x_index = rows.clone();
-        x_index.push(Expr::var("k"));
-        let mut copy = vec![for_loop(
-            "k",
-            int(reduction),
-            vec![Stmt::Store {
-                buffer: x_t.clone(),
-                indices: at_t(Expr::var("k")),
-                value: load(&x, x_index),
-            }],
-        )];
-        if stored.in_rows > reduction {
-            copy.push(range(
-                "k",
-                int(reduction),
-                int(stored.in_rows),
-                vec![Stmt::Store {
-                    buffer: x_t.clone(),
-                    indices: at_t(Expr::var("k")),
-                    value: Expr::Float(0.0),
-                }],
-            ));
-        }
-        let _ = xt;
-        self.push_kernel("transpose", nest("i", lead, copy));
-        // The product into y.t[j, rows..].
-        let node_name = g.node(n).name.clone();
+        let producer = g.operands(n)[0];
+        let x_t = match self.transposed.get(&producer) {
+            Some(name) => name.clone(),
+            None => self.transpose_input(&x, lead, reduction, stored.in_rows),
+        };
+        // The product into y.t[j, rows..]; finished in place when the value
+        // stays transposed (CSR and N:M, which store one feature at a time).
+        let tail = chain.last().copied().unwrap_or(n);
+        let in_place =
+            self.stays_transposed(tail) && !matches!(format, SparseFormat::Bsr { .. });
+        let node_name = g.node(tail).name.clone();
         let mut y_dims = vec![Dim::Static(stored.out_rows)];
         y_dims.extend(lead.iter().cloned());
         let y_t = self.add_buffer(
@@ -340,6 +336,34 @@ impl Lowering<'_> {
             &TensorType::f32(Shape(y_dims)),
             None,
         );
+        let idx = vars("i", r);
+        // Stores `value` of feature `j` (an expression) at y.t[j, rows..],
+        // finished there when in place.
+        let store = |me: &Self, value: Expr, j: Expr| -> Vec<Stmt> {
+            let mut at = vec![j.clone()];
+            at.extend(rows.iter().cloned());
+            if !in_place {
+                return vec![Stmt::Store {
+                    buffer: y_t.clone(),
+                    indices: at,
+                    value,
+                }];
+            }
+            let mut out_idx = idx.clone();
+            out_idx[r - 1] = j.clone();
+            let value = match g.operands(n).get(2) {
+                Some(_) => {
+                    let (b, _) = me.operand(n, 2);
+                    Expr::bin(BinOp::Add, value, load(&b, vec![j]))
+                }
+                None => value,
+            };
+            let mut stmts = me.finish(value, &y_t, &out_idx, chain, n);
+            if let Some(Stmt::Store { indices, .. }) = stmts.last_mut() {
+                *indices = at;
+            }
+            stmts
+        };
         let values = self.add_constant(
             &format!("{wname}.values"),
             stored.values.shape.clone(),
@@ -388,13 +412,7 @@ impl Lowering<'_> {
                 };
                 let mut body = zero_lets(&names);
                 body.push(range("p", lo, hi, slots));
-                let mut at = vec![Expr::var("j")];
-                at.extend(rows.iter().cloned());
-                body.push(Stmt::Store {
-                    buffer: y_t.clone(),
-                    indices: at,
-                    value: sum(&names),
-                });
+                body.extend(store(self, sum(&names), Expr::var("j")));
                 let kernel = if format == SparseFormat::Csr {
                     "csr"
                 } else {
@@ -428,22 +446,24 @@ impl Lowering<'_> {
                     vec![for_loop("c", int(bc), taps)],
                 ));
                 for (row, a) in names.iter().enumerate() {
-                    let mut at = vec![add(mul(Expr::var("jb"), int(br)), int(row))];
-                    at.extend(rows.iter().cloned());
-                    body.push(Stmt::Store {
-                        buffer: y_t.clone(),
-                        indices: at,
-                        value: Expr::var(a),
-                    });
+                    let j = add(mul(Expr::var("jb"), int(br)), int(row));
+                    body.extend(store(self, Expr::var(a), j));
                 }
                 ("bsr", "jb", stored.out_rows / br, body)
             }
             SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
         };
         let product = for_loop(loop_var, int(extent), nest("i", lead, body));
-        self.push_kernel(&format!("{kernel}_linear"), vec![product]);
+        let mut name: Vec<&str> = vec![kernel, "linear"];
+        if in_place {
+            name.extend(chain.iter().map(|&c| g.node(c).op.name()));
+        }
+        self.push_kernel(&name.join("_"), vec![product]);
+        if in_place {
+            self.transposed.insert(tail, y_t);
+            return Ok(None);
+        }
         // The finish: y[rows.., j] = y.t[j, rows..] (+ bias), then the chain.
-        let idx = vars("i", r);
         let j = idx[r - 1].clone();
         let mut from = vec![j.clone()];
         from.extend(rows.iter().cloned());
@@ -452,7 +472,57 @@ impl Lowering<'_> {
             let (b, _) = self.operand(n, 2);
             value = Expr::bin(BinOp::Add, value, load(&b, vec![j]));
         }
-        Ok(nest("i", &dims, self.finish(value, out, &idx, chain, n)))
+        Ok(Some(nest("i", &dims, self.finish(value, out, &idx, chain, n))))
+    }
+
+    /// Pushes a kernel copying `x[rows.., k]` to a new `x.t[k, rows..]` with
+    /// zero rows from `reduction` to `rows_t`; returns the new buffer. The
+    /// reduction is the outer loop, so the stores run along a row.
+    fn transpose_input(&mut self, x: &str, lead: &[Dim], reduction: usize, rows_t: usize) -> String {
+        let mut t_dims = vec![Dim::Static(rows_t)];
+        t_dims.extend(lead.iter().cloned());
+        let x_t = self.add_buffer(
+            &format!("{x}.t"),
+            BufferKind::Scratch,
+            &TensorType::f32(Shape(t_dims)),
+            None,
+        );
+        let rows = vars("i", lead.len());
+        let mut at_t = vec![Expr::var("k")];
+        at_t.extend(rows.iter().cloned());
+        let mut x_index = rows.clone();
+        x_index.push(Expr::var("k"));
+        let mut copy = vec![for_loop(
+            "k",
+            int(reduction),
+            nest(
+                "i",
+                lead,
+                vec![Stmt::Store {
+                    buffer: x_t.clone(),
+                    indices: at_t.clone(),
+                    value: load(x, x_index),
+                }],
+            ),
+        )];
+        if rows_t > reduction {
+            copy.push(range(
+                "k",
+                int(reduction),
+                int(rows_t),
+                nest(
+                    "i",
+                    lead,
+                    vec![Stmt::Store {
+                        buffer: x_t.clone(),
+                        indices: at_t,
+                        value: Expr::Float(0.0),
+                    }],
+                ),
+            ));
+        }
+        self.push_kernel("transpose", copy);
+        x_t
     }
 }
 

@@ -367,7 +367,7 @@ impl Pass<Graph> for Prune {
         for (w, (name, was)) in weights.iter().zip(before) {
             let t = param_tensor(g, w.node);
             cx.remark(format!(
-                "prune: %{name} {}: density {was:.3} -> {:.3}",
+                "%{name} {}: density {was:.3} -> {:.3}",
                 lopper_ir::Shape::from_static(&t.shape),
                 density(t)
             ));

@@ -205,7 +205,7 @@ pub(super) fn prune(
             set_param(g, param, cut);
         }
         cx.remark(format!(
-            "prune: %{name}: {} of {} output channels kept",
+            "%{name}: {} of {} output channels kept",
             keep.len(),
             plan.channels
         ));
