@@ -7,6 +7,7 @@
 
 mod bench;
 mod driver;
+mod prune;
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -48,6 +49,58 @@ enum Command {
         /// Bind a symbolic size for the totals, e.g. `--set batch=64` (repeatable).
         #[arg(long = "set", value_name = "NAME=SIZE")]
         set: Vec<String>,
+    },
+    /// Prune a model's weights and write them (and, for structured pruning,
+    /// the model with its new shapes); print what each layer lost.
+    #[command(
+        after_help = "Examples:\n  lopper prune examples/mlp.lop --sparsity 0.9 -o mlp-90.safetensors\n  lopper prune examples/mlp.lop --method nm --n 2 --m 4 --report\n  lopper prune examples/mlp.lop --method structured --sparsity 0.5 -o mlp-half.safetensors   # also writes mlp-half.lop\n  lopper prune examples/mlp.lop --sparsity 0.9 --scope global --exclude fc3.weight --report\n\nThe same pruning runs inside a compilation with `--prune 'method=magnitude,sparsity=0.9'`."
+    )]
+    Prune {
+        /// The model (.lop or .gir).
+        file: PathBuf,
+        /// magnitude (smallest |w|), nm (n of every m along the reduction),
+        /// block (whole RxC blocks) or structured (whole neurons and filters).
+        #[arg(long, default_value = "magnitude")]
+        method: String,
+        /// Fraction of weights (blocks, neurons) to remove (default 0.5;
+        /// not for nm).
+        #[arg(long)]
+        sparsity: Option<f64>,
+        /// layer (each weight its own threshold) or global (one threshold
+        /// over all selected weights; magnitude and block).
+        #[arg(long)]
+        scope: Option<String>,
+        /// A weight's own fraction, `fc1.weight:0.95` (repeatable).
+        #[arg(long = "layer-sparsity", value_name = "NAME:FRACTION")]
+        layer_sparsity: Vec<String>,
+        /// Prune only weights matching these patterns (`*` matches any run;
+        /// repeatable). Default: every weight of linear, conv2d and matmul.
+        #[arg(long = "params", value_name = "PATTERN")]
+        params: Vec<String>,
+        /// Leave weights matching these patterns alone (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// nm: weights kept per group (default 2).
+        #[arg(long)]
+        n: Option<usize>,
+        /// nm: group length along the reduction (default 4).
+        #[arg(long)]
+        m: Option<usize>,
+        /// block: the block, RxC (default 4x4).
+        #[arg(long, value_name = "RxC")]
+        block: Option<String>,
+        /// block and structured: rank by l1 or l2 norm.
+        #[arg(long)]
+        norm: Option<String>,
+        /// Write the pruned weights here (safetensors, the same tensor names).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print the per-layer table (always printed without -o).
+        #[arg(long)]
+        report: bool,
+        /// Print what the pass did to each weight.
+        #[arg(long)]
+        remarks: bool,
     },
     /// Run a pass pipeline on a model and print the resulting IR.
     Dump {
@@ -462,6 +515,15 @@ fn execute(command: Command) -> Result<()> {
                 bail!("internal error: shape-infer lowered the graph")
             };
             print!("{}", summary(&g, &sizes));
+            let layers = lopper_passes::analyze_sparsity::analyze(
+                &g,
+                lopper_passes::sparse_cost::Forced::Auto,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            if !layers.is_empty() {
+                println!("weights (the kernel -O2 chooses for each layer):");
+                print!("{}", prune::sparsity_table(None, &layers));
+            }
             // Scratch memory per call, before and after plan-memory.
             let mut lowered = Ir::Graph(g);
             PassManager::new("lower-to-loops", Instrumentation::default())
@@ -481,6 +543,46 @@ fn execute(command: Command) -> Result<()> {
                 driver::size_text(&after, &sizes),
                 driver::size_text(&before, &sizes)
             );
+        }
+        Command::Prune {
+            file,
+            method,
+            sparsity,
+            scope,
+            layer_sparsity,
+            params,
+            exclude,
+            n,
+            m,
+            block,
+            norm,
+            output,
+            report,
+            remarks,
+        } => {
+            let mut options = vec![format!("method={method}")];
+            let mut add = |key: &str, value: Option<String>| {
+                if let Some(v) = value {
+                    options.push(format!("{key}={v}"));
+                }
+            };
+            add("sparsity", sparsity.map(|s| s.to_string()));
+            add("scope", scope);
+            let list = |v: &[String]| (!v.is_empty()).then(|| format!("[{}]", v.join(",")));
+            add("layer-sparsity", list(&layer_sparsity));
+            add("params", list(&params));
+            add("exclude", list(&exclude));
+            add("n", n.map(|v| v.to_string()));
+            add("m", m.map(|v| v.to_string()));
+            add("block", block);
+            add("norm", norm);
+            prune::prune_command(prune::PruneRequest {
+                file: &file,
+                options: options.join(","),
+                output: output.as_deref(),
+                report,
+                remarks,
+            })?;
         }
         Command::Dump {
             file,

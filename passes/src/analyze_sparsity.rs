@@ -17,7 +17,6 @@ use crate::sparse_cost::{choose, Choice, Forced};
 use lopper_ir::graph::sparsity::{density, matrix_view, pattern};
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::{Graph, Op};
-use std::fmt::Write as _;
 
 const PASS: &str = "analyze-sparsity";
 
@@ -97,12 +96,10 @@ pub fn analyze(g: &Graph, forced: Forced) -> Result<Vec<LayerReport>, PassError>
         let op = g.node(n).op.name();
         // Output positions each weight element is used at, per item.
         let uses: u64 = match &g.node(n).op {
-            Op::Conv2d(_) => g
-                .node(n)
-                .ty
-                .shape
-                .as_static()
-                .map_or(1, |d| d[2..].iter().product::<usize>() as u64),
+            Op::Conv2d(_) => g.node(n).ty.shape.0[2..]
+                .iter()
+                .map(|d| d.as_static().unwrap_or(1) as u64)
+                .product(),
             _ => 1,
         };
         let linear = matches!(g.node(n).op, Op::Linear);
@@ -125,54 +122,6 @@ pub fn analyze(g: &Graph, forced: Forced) -> Result<Vec<LayerReport>, PassError>
         });
     }
     Ok(out)
-}
-
-/// The report as an aligned table, one row per layer.
-pub fn report_table(reports: &[LayerReport]) -> String {
-    let mut rows = vec![[
-        "layer".to_string(),
-        "weight".into(),
-        "shape".into(),
-        "density".into(),
-        "pattern".into(),
-        "kernel".into(),
-        "FLOPs dense -> chosen".into(),
-        "bytes dense -> chosen".into(),
-        "why".into(),
-    ]];
-    for r in reports {
-        rows.push([
-            format!("%{} ({})", r.layer, r.op),
-            format!("%{}", r.param),
-            format!("{:?}", r.shape).replace(' ', ""),
-            format!("{:.3}", r.density),
-            r.pattern.clone(),
-            r.choice.format.to_string(),
-            format!("{} -> {}", r.flops_dense, r.flops_chosen),
-            format!("{} -> {}", r.bytes_dense, r.bytes_chosen),
-            r.choice.why.clone(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..9)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(c, (cell, w))| {
-                if c == 8 {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-    }
-    out
 }
 
 impl Pass<Graph> for AnalyzeSparsity {

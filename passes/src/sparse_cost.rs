@@ -133,6 +133,9 @@ pub fn choose(t: &Tensor, linear: bool, forced: Forced) -> Result<Choice, String
         }
         return Ok(make(f, "forced".into()));
     }
+    if t.data.iter().all(|&v| v != 0.0) {
+        return Ok(make(SparseFormat::Dense, "no zeros".into()));
+    }
     let dense_cost = footprint(t, SparseFormat::Dense).0 as f64;
     let mut candidates = vec![SparseFormat::Csr, SparseFormat::Bsr { rows: 4, cols: 4 }];
     candidates.extend(tightest_nm(t));

@@ -117,13 +117,10 @@ fn plan(g: &Graph, w: &Weight) -> Result<Plan, String> {
             }
             Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::GlobalAvgPool if channel_axis == 1 => {}
             Op::Flatten { axis: 1 } if channel_axis == 1 && spatial == 1 => {
-                let dims = g
-                    .node(current)
-                    .ty
-                    .shape
-                    .as_static()
-                    .ok_or("a symbolic image size")?;
-                spatial = dims[2..].iter().product();
+                spatial = g.node(current).ty.shape.0[2..]
+                    .iter()
+                    .map(|d| d.as_static().ok_or("a symbolic image size"))
+                    .product::<Result<usize, _>>()?;
             }
             Op::Linear if user_ops[0] == current => {
                 let next = own_param(g, user_ops[1], user)?;
