@@ -50,13 +50,14 @@ fn dump_print_after_all_shows_every_pass() {
         "fold-batchnorm",
         "cse",
         "dce",
+        "analyze-sparsity",
     ] {
         assert!(
             err.contains(&format!("IR Dump After {pass} ")),
             "no dump after {pass}"
         );
     }
-    assert_eq!(err.matches("graph @lenet5(").count(), 6);
+    assert_eq!(err.matches("graph @lenet5(").count(), 7);
     assert!(out.starts_with("graph @lenet5(%x: f32[batch,1,28,28]) -> (logits: f32[batch,10])"));
 }
 
@@ -107,7 +108,8 @@ fn dump_dir_files_reproduce_each_step() {
             "03-fold-constants.gir",
             "04-fold-batchnorm.gir",
             "05-cse.gir",
-            "06-dce.gir"
+            "06-dce.gir",
+            "07-analyze-sparsity.gir"
         ]
     );
     // Each header is a command; running it gives the same IR as the dump.
@@ -242,11 +244,11 @@ fn lowering_continues_the_dumps_and_runs() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("module @lenet5(batch) {"));
-    let last = std::fs::read_to_string(dir.join("d/11-plan-memory.lir")).unwrap();
+    let last = std::fs::read_to_string(dir.join("d/12-plan-memory.lir")).unwrap();
     let (header, body) = last.split_once('\n').unwrap();
     assert_eq!(
         header,
-        "// lopper opt d/10-hoist.lir --passes 'plan-memory'"
+        "// lopper opt d/11-hoist.lir --passes 'plan-memory'"
     );
     assert_eq!(body, out);
     // The loop IR runs through the loop interpreter and agrees with the graph.
@@ -312,15 +314,15 @@ fn compile_dumps_every_stage_through_clif() {
     assert!(out.contains("entry point `lenet5_run`"));
     assert!(dir.join("out/lenet5.h").exists());
     let files = common::sorted_files(&dir.join("d"));
-    assert_eq!(files.len(), 13, "{files:?}");
-    assert_eq!(files[7], "07-lower-to-loops.lir");
-    assert_eq!(files[8], "08-auto-schedule.lir");
-    assert_eq!(files[11], "11-plan-memory.lir");
-    assert_eq!(files[12], "12-cranelift.clif");
-    let clif = std::fs::read_to_string(dir.join("d/12-cranelift.clif")).unwrap();
+    assert_eq!(files.len(), 14, "{files:?}");
+    assert_eq!(files[8], "08-lower-to-loops.lir");
+    assert_eq!(files[9], "09-auto-schedule.lir");
+    assert_eq!(files[12], "12-plan-memory.lir");
+    assert_eq!(files[13], "13-cranelift.clif");
+    let clif = std::fs::read_to_string(dir.join("d/13-cranelift.clif")).unwrap();
     let (header, body) = clif.split_once('\n').unwrap();
-    assert_eq!(header, "; lopper dump d/11-plan-memory.lir --emit clif");
-    let (code, again, err) = lopper(&dir, &["dump", "d/11-plan-memory.lir", "--emit", "clif"]);
+    assert_eq!(header, "; lopper dump d/12-plan-memory.lir --emit clif");
+    let (code, again, err) = lopper(&dir, &["dump", "d/12-plan-memory.lir", "--emit", "clif"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(again, body);
     assert!(body.contains("; kernel @conv2d_relu_1") && body.contains("; entry point lenet5_run"));

@@ -43,6 +43,10 @@ fn each_pass_preserves_outputs() {
         |g: &lopper_ir::Graph| lopper_runtime::run_graph(g, &feeds, &BTreeMap::new()).unwrap();
     let want = run(&built);
     for pass in PASSES {
+        // Pruning changes the values by design (tests/pruning.rs).
+        if pass.name == "prune" {
+            continue;
+        }
         let mut ir = Ir::Graph(built.clone());
         let instrumentation = Instrumentation {
             verify_each: true,
@@ -61,9 +65,9 @@ fn each_pass_preserves_outputs() {
             .run_ir(&mut ir, &mut std::io::sink())
             .unwrap();
         // Graph passes must find work here; the loop passes' own filetests
-        // show theirs.
+        // show theirs (and analyze-sparsity's: this model has no zeros).
         let graph_pass = !pipeline.starts_with("lower-to-loops,");
-        if pass.name != "shape-infer" && graph_pass {
+        if !["shape-infer", "analyze-sparsity"].contains(&pass.name) && graph_pass {
             assert!(
                 timings.last().unwrap().changed,
                 "`{}` should find work in this model",

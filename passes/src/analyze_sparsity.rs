@@ -104,7 +104,11 @@ pub fn analyze(g: &Graph, forced: Forced) -> Result<Vec<LayerReport>, PassError>
         };
         let linear = matches!(g.node(n).op, Op::Linear);
         let choice = choose(t, linear, forced).map_err(|e| {
-            PassError::at(PASS, &g.node(w).name, format!("{e} (weight of %{})", g.node(n).name))
+            PassError::at(
+                PASS,
+                &g.node(w).name,
+                format!("{e} (weight of %{})", g.node(n).name),
+            )
         })?;
         let stored = choice.stored_values;
         out.push(LayerReport {
@@ -141,12 +145,11 @@ impl Pass<Graph> for AnalyzeSparsity {
             let Op::Param(p) = &mut g.graph[w].op else {
                 unreachable!("reported weights are params")
             };
-            let note = (r.density < 1.0 || r.choice.format != SparseFormat::Dense).then_some(
-                Sparsity {
+            let note =
+                (r.density < 1.0 || r.choice.format != SparseFormat::Dense).then_some(Sparsity {
                     density: r.density,
                     format: r.choice.format,
-                },
-            );
+                });
             cx.remark(format!(
                 "%{}: density {:.3}, {}: {} ({})",
                 r.param, r.density, r.pattern, r.choice.format, r.choice.why

@@ -391,7 +391,12 @@ impl Pass<Module> for AutoSchedule {
 /// sparse linear layer's product, vectorized along the batch): tiles of
 /// whole vectors, the last partial tile scalar, and as many vectors per
 /// tile as the registers hold accumulators for (at most four).
-fn symbolic_column(k: &lopper_ir::loops::Kernel, column: &str, inner: &[Stmt], lanes: u32) -> String {
+fn symbolic_column(
+    k: &lopper_ir::loops::Kernel,
+    column: &str,
+    inner: &[Stmt],
+    lanes: u32,
+) -> String {
     // The accumulators: the lets before the first loop.
     let accumulators = inner
         .iter()

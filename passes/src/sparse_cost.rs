@@ -114,6 +114,9 @@ pub fn choose(t: &Tensor, linear: bool, forced: Forced) -> Result<Choice, String
             bytes,
         }
     };
+    if forced == Forced::Auto && t.data.iter().all(|&v| v != 0.0) {
+        return Ok(make(SparseFormat::Dense, "no zeros".into()));
+    }
     if !linear {
         return Ok(make(
             SparseFormat::Dense,
@@ -132,9 +135,6 @@ pub fn choose(t: &Tensor, linear: bool, forced: Forced) -> Result<Choice, String
             }
         }
         return Ok(make(f, "forced".into()));
-    }
-    if t.data.iter().all(|&v| v != 0.0) {
-        return Ok(make(SparseFormat::Dense, "no zeros".into()));
     }
     let dense_cost = footprint(t, SparseFormat::Dense).0 as f64;
     let mut candidates = vec![SparseFormat::Csr, SparseFormat::Bsr { rows: 4, cols: 4 }];
@@ -181,10 +181,19 @@ mod tests {
     #[test]
     fn dense_weights_stay_dense_and_sparse_ones_do_not() {
         let dense = weight(16, 64, |_, _| true);
-        assert_eq!(choose(&dense, true, Forced::Auto).unwrap().format, SparseFormat::Dense);
+        assert_eq!(
+            choose(&dense, true, Forced::Auto).unwrap().format,
+            SparseFormat::Dense
+        );
         let sparse = weight(16, 64, |r, c| (r * 7 + c * 13) % 20 == 0);
-        assert_eq!(choose(&sparse, true, Forced::Auto).unwrap().format, SparseFormat::Csr);
-        assert_eq!(choose(&sparse, false, Forced::Auto).unwrap().format, SparseFormat::Dense);
+        assert_eq!(
+            choose(&sparse, true, Forced::Auto).unwrap().format,
+            SparseFormat::Csr
+        );
+        assert_eq!(
+            choose(&sparse, false, Forced::Auto).unwrap().format,
+            SparseFormat::Dense
+        );
         let blocks = weight(16, 64, |r, c| (r / 4 + c / 4) % 4 == 0);
         assert_eq!(
             choose(&blocks, true, Forced::Auto).unwrap().format,
@@ -195,7 +204,10 @@ mod tests {
     #[test]
     fn forced_formats_are_checked() {
         let two_of_four = weight(4, 8, |_, c| c % 4 < 2);
-        assert_eq!(tightest_nm(&two_of_four), Some(SparseFormat::NM { n: 2, m: 4 }));
+        assert_eq!(
+            tightest_nm(&two_of_four),
+            Some(SparseFormat::NM { n: 2, m: 4 })
+        );
         assert_eq!(
             choose(&two_of_four, true, Forced::NM).unwrap().format,
             SparseFormat::NM { n: 2, m: 4 }

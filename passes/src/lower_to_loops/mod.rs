@@ -265,6 +265,17 @@ impl<'g> Lowering<'g> {
             );
             self.push_kernel("copy", body);
         }
+        // A value kept transposed between sparse layers leaves its
+        // row-major scratch buffer unused.
+        let used: HashSet<String> = self
+            .module
+            .kernels
+            .iter()
+            .flat_map(|k| k.params.iter().cloned())
+            .collect();
+        self.module
+            .buffers
+            .retain(|b| b.kind != BufferKind::Scratch || used.contains(&b.name));
         lopper_ir::loops::verify_module(&self.module).map_err(|errs| {
             let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
             PassError::new(

@@ -130,6 +130,13 @@ fn build(w: &Tensor, format: SparseFormat) -> Stored {
                 },
                 CSR_GROUP,
             );
+            // An all-zero weight still gets one (never visited) group, so
+            // the index array has values the verifier can bound.
+            let (values, columns) = if columns.is_empty() {
+                (vec![0.0; CSR_GROUP], vec![0; CSR_GROUP])
+            } else {
+                (values, columns)
+            };
             let groups = columns.len() / CSR_GROUP;
             Stored {
                 values: Tensor {
@@ -271,7 +278,9 @@ impl Lowering<'_> {
         match self.sparse_format(user) {
             Some(SparseFormat::Bsr { cols, .. }) => {
                 let w = g.operands(user)[1];
-                g.node(w).ty.shape.0[1].as_static().is_some_and(|k| k % cols == 0)
+                g.node(w).ty.shape.0[1]
+                    .as_static()
+                    .is_some_and(|k| k % cols == 0)
             }
             Some(_) => true,
             None => false,
@@ -325,8 +334,7 @@ impl Lowering<'_> {
         // The product into y.t[j, rows..]; finished in place when the value
         // stays transposed (CSR and N:M, which store one feature at a time).
         let tail = chain.last().copied().unwrap_or(n);
-        let in_place =
-            self.stays_transposed(tail) && !matches!(format, SparseFormat::Bsr { .. });
+        let in_place = self.stays_transposed(tail) && !matches!(format, SparseFormat::Bsr { .. });
         let node_name = g.node(tail).name.clone();
         let mut y_dims = vec![Dim::Static(stored.out_rows)];
         y_dims.extend(lead.iter().cloned());
@@ -472,13 +480,23 @@ impl Lowering<'_> {
             let (b, _) = self.operand(n, 2);
             value = Expr::bin(BinOp::Add, value, load(&b, vec![j]));
         }
-        Ok(Some(nest("i", &dims, self.finish(value, out, &idx, chain, n))))
+        Ok(Some(nest(
+            "i",
+            &dims,
+            self.finish(value, out, &idx, chain, n),
+        )))
     }
 
     /// Pushes a kernel copying `x[rows.., k]` to a new `x.t[k, rows..]` with
     /// zero rows from `reduction` to `rows_t`; returns the new buffer. The
     /// reduction is the outer loop, so the stores run along a row.
-    fn transpose_input(&mut self, x: &str, lead: &[Dim], reduction: usize, rows_t: usize) -> String {
+    fn transpose_input(
+        &mut self,
+        x: &str,
+        lead: &[Dim],
+        reduction: usize,
+        rows_t: usize,
+    ) -> String {
         let mut t_dims = vec![Dim::Static(rows_t)];
         t_dims.extend(lead.iter().cloned());
         let x_t = self.add_buffer(

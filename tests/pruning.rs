@@ -1,0 +1,422 @@
+//! Pruning and sparse kernels.
+//!
+//! Every pruning method on models with odd widths, a rank-3 input, the
+//! digits MLP and LeNet-5; each pruned graph compiled with every sparse
+//! format that applies (at -O0 and -O2, symbolic batch 1 to 13) on the
+//! Cranelift JIT against the reference interpreter on the same pruned
+//! weights. What each method leaves is checked against its definition
+//! (exact counts, N:M groups, whole blocks, shrunken shapes), and the
+//! weights `lopper prune` writes load back and give the same outputs.
+
+mod common;
+
+use common::{lopper, root, scratch};
+use lopper_ir::graph::sparsity::{block_occupancy, conforms_to_nm, density};
+use lopper_ir::{Graph, Op, Tensor};
+use std::collections::{BTreeMap, HashMap};
+
+const RTOL: f32 = 1e-4;
+const ATOL: f32 = 1e-5;
+
+const METHODS: &[(&str, &str)] = &[
+    ("magnitude 90%", "prune{sparsity=0.9}"),
+    ("magnitude global 80%", "prune{sparsity=0.8,scope=global}"),
+    ("2:4", "prune{method=nm}"),
+    ("1:8", "prune{method=nm,n=1,m=8}"),
+    ("block 4x4 75%", "prune{method=block,sparsity=0.75}"),
+    (
+        "block 2x8 50%",
+        "prune{method=block,block=2x8,sparsity=0.5}",
+    ),
+    ("structured 50%", "prune{method=structured,sparsity=0.5}"),
+];
+
+/// Formats forced with `analyze-sparsity{format=...}`; `auto` is the cost
+/// model's choice.
+const FORMATS: &[&str] = &["auto", "dense", "csr", "bsr", "bsr3x5", "nm"];
+
+fn model(body: &str) -> Graph {
+    let source = format!("model m {{\n{body}\n}}\n");
+    lopper_frontend::compile_source(&source, std::path::Path::new(""))
+        .unwrap_or_else(|d| panic!("{}", lopper_ir::diagnostic::render("m", &source, &d)))
+}
+
+/// Odd widths, a bias-free layer, a rank-3 input, a weight of zeros.
+fn test_models() -> Vec<(&'static str, Graph)> {
+    vec![
+        (
+            "odd widths",
+            model(
+                "input x: f32[batch, 37]
+                 param w1: f32[29, 37] = normal(0, 1, seed = 1)
+                 param b1: f32[29] = normal(0, 1, seed = 2)
+                 param w2: f32[11, 29] = normal(0, 1, seed = 3)
+                 param w3: f32[3, 11] = normal(0, 1, seed = 4)
+                 let h = relu(linear(x, w1, b1))
+                 let g = tanh(linear(h, w2))
+                 output y = linear(g, w3)",
+            ),
+        ),
+        (
+            "rank 3",
+            model(
+                "input x: f32[batch, 3, 19]
+                 param w: f32[13, 19] = normal(0, 1, seed = 5)
+                 param b: f32[13] = normal(0, 1, seed = 6)
+                 param v: f32[7, 13] = normal(0, 1, seed = 7)
+                 output y = linear(relu(linear(x, w, b)), v)",
+            ),
+        ),
+        ("digits mlp", common::load("examples/digits_mlp.lop")),
+        (
+            "all-zero weight",
+            model(
+                "input x: f32[batch, 6]
+                 param w: f32[4, 6] = zeros()
+                 param b: f32[4] = ones()
+                 output y = linear(x, w, b)",
+            ),
+        ),
+    ]
+}
+
+fn run_pipeline(g: &Graph, pipeline: &str) -> Result<lopper_passes::Ir, String> {
+    let instrumentation = lopper_passes::Instrumentation {
+        verify_each: true,
+        ..Default::default()
+    };
+    let mut pm = lopper_passes::PassManager::new(pipeline, instrumentation)?;
+    let mut ir = lopper_passes::Ir::Graph(g.clone());
+    pm.run_ir(&mut ir, &mut std::io::sink())
+        .map_err(|e| e.to_string())?;
+    Ok(ir)
+}
+
+fn pruned(g: &Graph, method: &str) -> Graph {
+    match run_pipeline(g, &format!("shape-infer,{method}")) {
+        Ok(lopper_passes::Ir::Graph(g)) => g,
+        other => panic!("{method}: {:?}", other.err()),
+    }
+}
+
+fn weights(g: &Graph) -> BTreeMap<String, Tensor> {
+    g.graph
+        .node_weights()
+        .filter_map(|n| match &n.op {
+            Op::Param(p) => Some((n.name.clone(), (*p.data).clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn inputs(g: &Graph, b: usize) -> HashMap<String, Tensor> {
+    let bound = BTreeMap::from([("batch".to_string(), b)]);
+    g.inputs
+        .iter()
+        .enumerate()
+        .map(|(seed, &i)| {
+            let shape = g.node(i).ty.shape.bind(&bound).unwrap();
+            (
+                g.node(i).name.clone(),
+                lopper_runtime::random_tensor(shape, 7 * b as u64 + seed as u64),
+            )
+        })
+        .collect()
+}
+
+/// Compiles `g` with `format` at `level`; `None` when the format does not
+/// apply (N:M forced on a weight that is not N:M), which must say so.
+fn compiled(g: &Graph, format: &str, level: u8) -> Option<lopper_ir::loops::Module> {
+    let pipeline = format!(
+        "analyze-sparsity{{format={format}}},{}",
+        lopper_passes::loop_pipeline(level)
+    );
+    match run_pipeline(g, &pipeline) {
+        Ok(lopper_passes::Ir::Loops(m)) => Some(m),
+        Ok(_) => unreachable!("the pipeline lowers"),
+        Err(e) if format == "nm" => {
+            assert!(e.contains("not N:M sparse"), "{e}");
+            None
+        }
+        Err(e) => panic!("{format} -O{level}: {e}"),
+    }
+}
+
+#[test]
+fn every_method_and_format_matches_the_interpreter() {
+    let mut runs = 0;
+    for (name, graph) in test_models() {
+        for (method, spec) in METHODS {
+            let g = pruned(&graph, spec);
+            for format in FORMATS {
+                for level in [0, 2] {
+                    let Some(module) = compiled(&g, format, level) else {
+                        continue;
+                    };
+                    let text = lopper_ir::loops::print_lir(&module);
+                    if *format != "dense" && *format != "auto" && !method.starts_with("structured")
+                    {
+                        assert!(
+                            text.contains("_linear"),
+                            "{name} {method} {format}: no sparse kernel"
+                        );
+                    }
+                    let jit = lopper_backends::cranelift::compile_jit(&module)
+                        .unwrap_or_else(|e| panic!("{name} {method} {format}: {e}"));
+                    for b in [1, 5, 8, 13] {
+                        let x = inputs(&g, b);
+                        let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
+                        let sizes = BTreeMap::from([("batch".to_string(), b)]);
+                        let got = jit.run(&x, &sizes).unwrap();
+                        for ((out, a), (_, e)) in got.iter().zip(&want) {
+                            let what =
+                                format!("{name}, {method}, {format} -O{level}, b={b}, {out}");
+                            common::assert_close(&what, a, e, RTOL, ATOL);
+                        }
+                        runs += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 300, "only {runs} runs");
+}
+
+#[test]
+fn the_loop_interpreter_runs_the_sparse_kernels_too() {
+    let graph = &test_models()[0].1;
+    for (method, format) in [("prune{sparsity=0.8}", "csr"), ("prune{method=nm}", "nm")] {
+        let g = pruned(graph, method);
+        let module = compiled(&g, format, 2).unwrap();
+        let x = inputs(&g, 6);
+        let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
+        let got = lopper_runtime::run_module(&module, &x, &BTreeMap::new()).unwrap();
+        common::assert_close(format, &got[0].1, &want[0].1, RTOL, ATOL);
+    }
+}
+
+#[test]
+fn lenet5_pruned_every_way_matches_the_interpreter() {
+    let graph = common::load("examples/lenet5.lop");
+    for (method, spec) in METHODS {
+        let g = pruned(&graph, spec);
+        let module = common::compiled_at(&g, 2);
+        let jit = lopper_backends::cranelift::compile_jit(&module).unwrap();
+        for b in [1, 3] {
+            let x = inputs(&g, b);
+            let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
+            let got = jit
+                .run(&x, &BTreeMap::from([("batch".to_string(), b)]))
+                .unwrap();
+            common::assert_close(
+                &format!("lenet5 {method} b={b}"),
+                &got[0].1,
+                &want[0].1,
+                RTOL,
+                ATOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn each_method_leaves_what_it_promises() {
+    let graph = common::load("examples/mlp.lop");
+    let before = weights(&graph);
+    let count_zeros = |t: &Tensor| t.data.iter().filter(|&&v| v == 0.0).count();
+    // Per layer: exactly round(0.9 n) zeros in each weight, biases intact.
+    let w = weights(&pruned(&graph, "prune{sparsity=0.9}"));
+    for name in ["fc1.weight", "fc2.weight", "fc3.weight"] {
+        let n = w[name].data.len();
+        assert_eq!(
+            count_zeros(&w[name]),
+            (0.9 * n as f64).round() as usize,
+            "{name}"
+        );
+        // The survivors are the largest: none smaller than any removed.
+        let kept_min = w[name]
+            .data
+            .iter()
+            .filter(|v| **v != 0.0)
+            .fold(f32::INFINITY, |m, v| m.min(v.abs()));
+        let removed_max = before[name]
+            .data
+            .iter()
+            .zip(&w[name].data)
+            .filter(|(_, a)| **a == 0.0)
+            .fold(0.0f32, |m, (b, _)| m.max(b.abs()));
+        assert!(
+            removed_max <= kept_min,
+            "{name}: {removed_max} > {kept_min}"
+        );
+    }
+    assert_eq!(w["fc1.bias"], before["fc1.bias"]);
+    // Per-layer sparsity and exclusion.
+    let w = weights(&pruned(
+        &graph,
+        "prune{sparsity=0.5,layer-sparsity=[fc1.weight:0.95],exclude=[fc3.*]}",
+    ));
+    assert!((density(&w["fc1.weight"]) - 0.05).abs() < 1e-3);
+    assert!((density(&w["fc2.weight"]) - 0.5).abs() < 1e-3);
+    assert_eq!(w["fc3.weight"], before["fc3.weight"]);
+    // Global: 80% of all weights overall, unevenly per layer.
+    let w = weights(&pruned(&graph, "prune{sparsity=0.8,scope=global}"));
+    let total: usize = ["fc1.weight", "fc2.weight", "fc3.weight"]
+        .iter()
+        .map(|n| count_zeros(&w[*n]))
+        .sum();
+    assert_eq!(total, (0.8 * 266_200f64).round() as usize);
+    // N:M along the reduction.
+    let w = weights(&pruned(&graph, "prune{method=nm,n=1,m=4}"));
+    assert!(conforms_to_nm(&w["fc1.weight"], 1, 4));
+    assert!(!conforms_to_nm(&before["fc1.weight"], 3, 4));
+    assert!((density(&w["fc1.weight"]) - 0.25).abs() < 1e-9);
+    // Blocks: a quarter of the 4x4 blocks left, each whole.
+    let w = weights(&pruned(&graph, "prune{method=block,sparsity=0.75}"));
+    let t = &w["fc1.weight"];
+    assert!((block_occupancy(t, 4, 4) - 0.25).abs() < 0.01);
+    assert!((density(t) - block_occupancy(t, 4, 4)).abs() < 0.01);
+    // Structured: smaller dense layers, the last one whole.
+    let g = pruned(&graph, "prune{method=structured,sparsity=0.5}");
+    let w = weights(&g);
+    assert_eq!(w["fc1.weight"].shape, vec![150, 784]);
+    assert_eq!(w["fc1.bias"].shape, vec![150]);
+    assert_eq!(w["fc2.weight"].shape, vec![50, 150]);
+    assert_eq!(w["fc3.weight"].shape, vec![10, 50]);
+    assert_eq!(density(&w["fc1.weight"]), 1.0);
+}
+
+#[test]
+fn pruned_weights_load_back_and_give_the_same_outputs() {
+    let dir = scratch("pruning-cli");
+    let model = root().join("examples/digits_mlp.lop");
+    let model = model.to_str().unwrap();
+    for (args, spec) in [
+        (
+            vec!["--sparsity", "0.9", "--scope", "global"],
+            "prune{method=magnitude,sparsity=0.9,scope=global}",
+        ),
+        (
+            vec!["--method", "structured", "--sparsity", "0.5"],
+            "prune{method=structured,sparsity=0.5}",
+        ),
+    ] {
+        let out = dir.join("pruned.safetensors");
+        let mut cli = vec!["prune", model, "-o", out.to_str().unwrap(), "--report"];
+        cli.extend(args.iter().copied());
+        let (code, stdout, err) = lopper(&dir, &cli);
+        assert_eq!(code, 0, "{err}");
+        assert!(stdout.contains("%fc1.weight"), "{stdout}");
+        let expected = pruned(&common::load("examples/digits_mlp.lop"), spec);
+        // The file holds the pruned values under the original names.
+        for (name, t) in weights(&expected) {
+            let raw = common::read(out.to_str().unwrap(), &name);
+            assert_eq!(common::tensor(raw), t, "{name}");
+        }
+        // A model reading them (the rewritten one for new shapes) runs the same.
+        let reader = if spec.contains("structured") {
+            dir.join("pruned.lop")
+        } else {
+            let text = std::fs::read_to_string(root().join("examples/digits_mlp.lop")).unwrap();
+            let text = text.replace("\"digits_mlp.safetensors\"", "\"pruned.safetensors\"");
+            std::fs::write(dir.join("reader.lop"), text).unwrap();
+            dir.join("reader.lop")
+        };
+        let reloaded =
+            lopper_frontend::load_model(&reader).unwrap_or_else(|e| panic!("{}", e.render()));
+        let x = inputs(&expected, 4);
+        let want = lopper_runtime::run_graph(&expected, &x, &BTreeMap::new()).unwrap();
+        let got = lopper_runtime::run_graph(&reloaded, &x, &BTreeMap::new()).unwrap();
+        assert_eq!(got[0].1, want[0].1, "{spec}");
+    }
+}
+
+#[test]
+fn compile_prune_writes_a_sparse_library_with_the_same_answers() {
+    let dir = scratch("pruning-compile");
+    let model = root().join("examples/digits_mlp.lop");
+    let (code, _, err) = lopper(
+        &dir,
+        &[
+            "compile",
+            model.to_str().unwrap(),
+            "--prune",
+            "method=magnitude,sparsity=0.9",
+            "--emit",
+            "so,lir",
+            "-o",
+            "libpruned.so",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lir = std::fs::read_to_string(dir.join("pruned.lir")).unwrap();
+    assert!(
+        lir.contains("csr_linear"),
+        "the cost model picks CSR at 90%"
+    );
+    let expected = pruned(
+        &common::load("examples/digits_mlp.lop"),
+        "prune{sparsity=0.9}",
+    );
+    let shared = lopper_runtime::SharedModel::open(&dir.join("libpruned.so")).unwrap();
+    let x = inputs(&expected, 3);
+    let want = lopper_runtime::run_graph(&expected, &x, &BTreeMap::new()).unwrap();
+    let got = shared
+        .run(&x, &BTreeMap::from([("batch".to_string(), 3)]))
+        .unwrap();
+    common::assert_close("libpruned.so", &got[0].1, &want[0].1, RTOL, ATOL);
+}
+
+#[test]
+fn bad_prune_options_are_clear_errors() {
+    let dir = scratch("pruning-errors");
+    let model = root().join("examples/mlp.lop");
+    let model = model.to_str().unwrap();
+    for (args, message) in [
+        (vec!["prune", model, "--sparsity", "1.5"], "fraction"),
+        (
+            vec!["prune", model, "--method", "lottery"],
+            "unknown method",
+        ),
+        (vec!["prune", model, "--method", "nm", "--n", "4"], "n < m"),
+        (
+            vec!["prune", model, "--layer-sparsity", "fc9.weight:0.5"],
+            "not a selected weight",
+        ),
+        (
+            vec!["check", model, "--sparse", "csr"],
+            "unexpected argument",
+        ),
+        (
+            vec![
+                "run",
+                model,
+                "--sparse",
+                "coo",
+                "--input",
+                "x=random:1",
+                "--set",
+                "batch=1",
+            ],
+            "unknown sparse format",
+        ),
+        (
+            vec![
+                "run",
+                model,
+                "--sparse",
+                "nm",
+                "--input",
+                "x=random:1",
+                "--set",
+                "batch=1",
+            ],
+            "not N:M sparse",
+        ),
+    ] {
+        let (code, _, err) = lopper(&dir, &args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
