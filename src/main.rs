@@ -330,6 +330,11 @@ struct PipelineArgs {
     /// weight's N:M) or N:M such as 2:4.
     #[arg(long, value_name = "FORMAT", conflicts_with = "passes")]
     sparse: Option<String>,
+    /// The batch (rows per call) the sparse cost model chooses kernels for:
+    /// 1 by default (latency); `bench` and `run` use the size bound with
+    /// `--set`. Sparse kernels pay at lower sparsity on larger batches.
+    #[arg(long, value_name = "ROWS", conflicts_with = "passes")]
+    tune_batch: Option<usize>,
     /// Vector lanes of the backend the loops are scheduled for (set from
     /// `--backend`, not a flag of its own).
     #[arg(skip = 4u32)]
@@ -358,8 +363,20 @@ impl PipelineArgs {
             }
             (None, None) => None,
         };
-        if let (Some(at), Some(format)) = (analysis, &self.sparse) {
-            passes[at] = format!("analyze-sparsity{{format={format}}}");
+        if let Some(at) = analysis {
+            let mut options = Vec::new();
+            if let Some(format) = &self.sparse {
+                options.push(format!("format={format}"));
+            }
+            if self.lanes != 4 {
+                options.push(format!("lanes={}", self.lanes));
+            }
+            if let Some(rows) = self.tune_batch {
+                options.push(format!("rows={rows}"));
+            }
+            if !options.is_empty() {
+                passes[at] = format!("analyze-sparsity{{{}}}", options.join(","));
+            }
         }
         if let Some(options) = &self.prune {
             let at = analysis.unwrap_or(passes.len());
@@ -515,13 +532,17 @@ fn execute(command: Command) -> Result<()> {
                 bail!("internal error: shape-infer lowered the graph")
             };
             print!("{}", summary(&g, &sizes));
+            let rows = sizes.values().copied().max().unwrap_or(1);
             let layers = lopper_passes::analyze_sparsity::analyze(
                 &g,
                 lopper_passes::sparse_cost::Forced::Auto,
+                &lopper_passes::sparse_cost::relative_costs(4, rows),
             )
             .map_err(|e| anyhow!("{e}"))?;
             if !layers.is_empty() {
-                println!("weights (the kernel -O2 chooses for each layer):");
+                println!(
+                    "weights (the kernel -O2 chooses for each layer, Cranelift, {rows} row(s) per call):"
+                );
                 print!("{}", prune::sparsity_table(None, &layers));
             }
             // Scratch memory per call, before and after plan-memory.
@@ -618,6 +639,10 @@ fn execute(command: Command) -> Result<()> {
             ..
         } => {
             let sizes = parse_sizes(&set)?;
+            let pipeline = PipelineArgs {
+                tune_batch: pipeline.tune_batch.or(sizes.values().copied().max()),
+                ..pipeline
+            };
             let model = Runnable::load(&file, &pipeline, backend)?;
             let inputs = run_inputs(&model.inputs(), &inputs, &sizes)?;
             let outputs = model.run(&inputs, &sizes)?;
@@ -672,6 +697,7 @@ fn execute(command: Command) -> Result<()> {
             let sizes = parse_sizes(&set)?;
             let pipeline = PipelineArgs {
                 lanes: backend.lanes(),
+                tune_batch: pipeline.tune_batch.or(sizes.values().copied().max()),
                 ..pipeline
             };
             let ir = load_and_optimize(&file, &pipeline, lopper_passes::DEFAULT_PIPELINE, true)?;

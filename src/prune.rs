@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use lopper_ir::graph::print_gir;
 use lopper_ir::{Graph, Op, Tensor};
 use lopper_passes::analyze_sparsity::{analyze, LayerReport};
-use lopper_passes::sparse_cost::Forced;
+use lopper_passes::sparse_cost::{relative_costs, Forced};
 use lopper_passes::{Instrumentation, Ir, PassManager};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,7 +69,8 @@ pub struct PruneRequest<'a> {
 /// model) as asked.
 pub fn prune_command(req: PruneRequest) -> Result<()> {
     let graph = load_graph(req.file)?;
-    let before = analyze(&graph, Forced::Auto).map_err(|e| anyhow!("{e}"))?;
+    let costs = relative_costs(4, 1);
+    let before = analyze(&graph, Forced::Auto, &costs).map_err(|e| anyhow!("{e}"))?;
     let shapes_before = param_shapes(&graph);
     let instrumentation = Instrumentation {
         remarks: req.remarks,
@@ -83,8 +84,9 @@ pub fn prune_command(req: PruneRequest) -> Result<()> {
     let Ir::Graph(g) = ir else {
         bail!("internal error: pruning lowered the graph")
     };
-    let after = analyze(&g, Forced::Auto).map_err(|e| anyhow!("{e}"))?;
+    let after = analyze(&g, Forced::Auto, &costs).map_err(|e| anyhow!("{e}"))?;
     if req.report || req.output.is_none() {
+        println!("the kernel -O2 chooses for each layer (Cranelift, one row per call; see `lopper check --set`):");
         print!("{}", sparsity_table(Some(&before), &after));
     }
     let Some(output) = req.output else {

@@ -13,7 +13,7 @@
 //! print as before.
 
 use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
-use crate::sparse_cost::{choose, Choice, Forced};
+use crate::sparse_cost::{choose, relative_costs, Choice, Forced, RelativeCosts};
 use lopper_ir::graph::sparsity::{density, matrix_view, pattern};
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::{Graph, Op};
@@ -21,23 +21,51 @@ use lopper_ir::{Graph, Op};
 const PASS: &str = "analyze-sparsity";
 
 /// The `analyze-sparsity` pass.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AnalyzeSparsity {
     /// The format every linear layer takes (`format=csr`), or the cost
     /// model's choice.
     pub forced: Forced,
+    /// What the sparse kernels cost on the target, for the expected rows.
+    pub costs: RelativeCosts,
+}
+
+impl Default for AnalyzeSparsity {
+    fn default() -> Self {
+        AnalyzeSparsity {
+            forced: Forced::Auto,
+            costs: relative_costs(4, 1),
+        }
+    }
 }
 
 impl AnalyzeSparsity {
-    /// Reads `analyze-sparsity{format=auto|dense|csr|bsr|bsrRxC|nm|N:M}`.
+    /// Reads `analyze-sparsity{format=auto|dense|csr|bsr|bsrRxC|nm|N:M,
+    /// lanes=4|8|16,rows=N}`.
     pub fn from_options(o: &PassOptions) -> Result<AnalyzeSparsity, String> {
-        o.check_known(PASS, &["format"])?;
+        o.check_known(PASS, &["format", "lanes", "rows"])?;
+        let number = |k: &str, default: usize| -> Result<usize, String> {
+            match o.0.get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("`{k}` of `{PASS}` is a positive integer, got `{v}`")),
+            }
+        };
+        let lanes = number("lanes", 4)?;
+        if ![4, 8, 16].contains(&lanes) {
+            return Err(format!("`lanes` of `{PASS}` must be 4, 8 or 16"));
+        }
+        let costs = relative_costs(lanes as u32, number("rows", 1)?);
         let forced = match o.0.get("format").map(|s| s.trim()) {
             None | Some("auto") => Forced::Auto,
             Some("nm") => Forced::NM,
             Some(f) => Forced::Format(f.parse()?),
         };
-        Ok(AnalyzeSparsity { forced })
+        Ok(AnalyzeSparsity { forced, costs })
     }
 }
 
@@ -79,7 +107,11 @@ fn layer_weight(g: &Graph, n: NodeIndex) -> Option<NodeIndex> {
 }
 
 /// Measures every layer's weight and chooses its format.
-pub fn analyze(g: &Graph, forced: Forced) -> Result<Vec<LayerReport>, PassError> {
+pub fn analyze(
+    g: &Graph,
+    forced: Forced,
+    costs: &RelativeCosts,
+) -> Result<Vec<LayerReport>, PassError> {
     let order = g
         .topo_order()
         .map_err(|_| PassError::new(PASS, "the graph has a cycle"))?;
@@ -103,7 +135,7 @@ pub fn analyze(g: &Graph, forced: Forced) -> Result<Vec<LayerReport>, PassError>
             _ => 1,
         };
         let linear = matches!(g.node(n).op, Op::Linear);
-        let choice = choose(t, linear, forced).map_err(|e| {
+        let choice = choose(t, linear, forced, costs).map_err(|e| {
             PassError::at(
                 PASS,
                 &g.node(w).name,
@@ -138,7 +170,7 @@ impl Pass<Graph> for AnalyzeSparsity {
     }
 
     fn run(&mut self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let reports = analyze(g, self.forced)?;
+        let reports = analyze(g, self.forced, &self.costs)?;
         let mut changed = false;
         for r in reports {
             let w = g.find(&r.param).expect("reported params exist");

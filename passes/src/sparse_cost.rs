@@ -2,24 +2,65 @@
 //!
 //! Each format's cost is the number of multiply-adds it performs (stored
 //! values, padding included) times its measured cost per multiply-add
-//! relative to the dense kernel's; the cheapest wins. The relative costs
-//! come from `lopper bench` runs of the mlp's layers on this machine with
-//! each format forced (see `docs/pruning.md`), which also gives the
-//! break-even densities: CSR pays below `1 / CSR_COST`, BSR below
-//! `1 / BSR_COST` of its blocks occupied, N:M when `n / m < 1 / NM_COST`.
-//! The model does not look at the batch size (it is symbolic when the
-//! choice is made) and knows no other op than `linear`.
+//! relative to the dense kernel's ([`relative_costs`]); the cheapest wins.
+//! The relative costs depend on the backend's vector width and on whether
+//! a call has enough rows (batch) to fill the sparse kernel's vector tiles;
+//! `analyze-sparsity{rows=N}` says how many to expect (1 by default: a
+//! compiled library is tuned for latency; `bench` and `run` pass the bound
+//! batch). They come from `benches/sparse-layers.sh` on this machine and
+//! give the break-even densities in `docs/pruning.md`: CSR pays below
+//! `1 / csr`, BSR below `1 / bsr` of its blocks occupied, N:M when
+//! `n / m < 1 / nm`. Only `linear` layers have sparse kernels.
 
 use lopper_ir::graph::sparsity::{block_occupancy, conforms_to_nm, matrix_view};
 use lopper_ir::graph::SparseFormat;
 use lopper_ir::Tensor;
 
-/// Time per stored multiply-add of the CSR kernel, relative to dense.
-pub const CSR_COST: f64 = 3.0;
-/// The same for BSR (4x4 blocks).
-pub const BSR_COST: f64 = 1.5;
-/// The same for the N:M kernel.
-pub const NM_COST: f64 = 1.5;
+/// Time per stored multiply-add of each sparse kernel, relative to a
+/// multiply-add of the dense kernel, for one target and batch regime.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RelativeCosts {
+    /// CSR.
+    pub csr: f64,
+    /// BSR (4x4 blocks).
+    pub bsr: f64,
+    /// N:M.
+    pub nm: f64,
+}
+
+/// The measured relative costs (`benches/sparse-layers.sh`, medians on
+/// this machine, docs/pruning.md). With fewer rows than one vector tile
+/// the sparse kernels run scalar while the dense one is still vectorized
+/// along the reduction, so sparsity pays much later; LLVM's dense kernels
+/// are faster than Cranelift's, so its break-even densities are lower.
+pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
+    let vectorized = rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS;
+    match (lanes <= 4, vectorized) {
+        // Cranelift, 128-bit vectors.
+        (true, false) => RelativeCosts {
+            csr: 5.5,
+            bsr: 5.5,
+            nm: 7.0,
+        },
+        (true, true) => RelativeCosts {
+            csr: 2.6,
+            bsr: 1.6,
+            nm: 3.3,
+        },
+        // LLVM, 8 or 16 lanes.
+        (false, false) => RelativeCosts {
+            csr: 14.0,
+            bsr: 9.0,
+            nm: 14.0,
+        },
+        (false, true) => RelativeCosts {
+            csr: 4.0,
+            bsr: 2.6,
+            nm: 4.7,
+        },
+    }
+}
+
 /// Values per group of a CSR row: rows are padded to a multiple, and each
 /// of the group's slots accumulates into its own register.
 pub const CSR_GROUP: usize = 4;
@@ -93,18 +134,23 @@ pub fn tightest_nm(t: &Tensor) -> Option<SparseFormat> {
         .map(|(n, m)| SparseFormat::NM { n, m })
 }
 
-fn relative_cost(format: SparseFormat) -> f64 {
+fn relative_cost(format: SparseFormat, costs: &RelativeCosts) -> f64 {
     match format {
         SparseFormat::Dense => 1.0,
-        SparseFormat::Csr => CSR_COST,
-        SparseFormat::Bsr { .. } => BSR_COST,
-        SparseFormat::NM { .. } => NM_COST,
+        SparseFormat::Csr => costs.csr,
+        SparseFormat::Bsr { .. } => costs.bsr,
+        SparseFormat::NM { .. } => costs.nm,
     }
 }
 
 /// Chooses the format of a weight; `linear` says whether its layer has
-/// sparse kernels.
-pub fn choose(t: &Tensor, linear: bool, forced: Forced) -> Result<Choice, String> {
+/// sparse kernels, `costs` what each kernel costs on the target.
+pub fn choose(
+    t: &Tensor,
+    linear: bool,
+    forced: Forced,
+    costs: &RelativeCosts,
+) -> Result<Choice, String> {
     let make = |format: SparseFormat, why: String| {
         let (stored_values, bytes) = footprint(t, format);
         Choice {
@@ -141,7 +187,12 @@ pub fn choose(t: &Tensor, linear: bool, forced: Forced) -> Result<Choice, String
     candidates.extend(tightest_nm(t));
     let costs: Vec<(SparseFormat, f64)> = candidates
         .into_iter()
-        .map(|f| (f, footprint(t, f).0 as f64 * relative_cost(f) / dense_cost))
+        .map(|f| {
+            (
+                f,
+                footprint(t, f).0 as f64 * relative_cost(f, costs) / dense_cost,
+            )
+        })
         .collect();
     let (best, ratio) = costs
         .iter()
@@ -178,25 +229,31 @@ mod tests {
         }
     }
 
+    const BATCH: RelativeCosts = RelativeCosts {
+        csr: 2.6,
+        bsr: 1.6,
+        nm: 3.3,
+    };
+
     #[test]
     fn dense_weights_stay_dense_and_sparse_ones_do_not() {
         let dense = weight(16, 64, |_, _| true);
         assert_eq!(
-            choose(&dense, true, Forced::Auto).unwrap().format,
+            choose(&dense, true, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Dense
         );
         let sparse = weight(16, 64, |r, c| (r * 7 + c * 13) % 20 == 0);
         assert_eq!(
-            choose(&sparse, true, Forced::Auto).unwrap().format,
+            choose(&sparse, true, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Csr
         );
         assert_eq!(
-            choose(&sparse, false, Forced::Auto).unwrap().format,
+            choose(&sparse, false, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Dense
         );
         let blocks = weight(16, 64, |r, c| (r / 4 + c / 4) % 4 == 0);
         assert_eq!(
-            choose(&blocks, true, Forced::Auto).unwrap().format,
+            choose(&blocks, true, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Bsr { rows: 4, cols: 4 }
         );
     }
@@ -209,14 +266,28 @@ mod tests {
             Some(SparseFormat::NM { n: 2, m: 4 })
         );
         assert_eq!(
-            choose(&two_of_four, true, Forced::NM).unwrap().format,
+            choose(&two_of_four, true, Forced::NM, &BATCH)
+                .unwrap()
+                .format,
             SparseFormat::NM { n: 2, m: 4 }
         );
         let dense = weight(4, 8, |_, _| true);
-        assert!(choose(&dense, true, Forced::NM).is_err());
+        assert!(choose(&dense, true, Forced::NM, &BATCH).is_err());
         let f = Forced::Format(SparseFormat::NM { n: 1, m: 4 });
-        assert!(choose(&two_of_four, true, f).is_err());
-        let csr = choose(&dense, true, Forced::Format(SparseFormat::Csr)).unwrap();
+        // One row on Cranelift: CSR only pays below about 1/5.5 density.
+        let one_row = relative_costs(4, 1);
+        let fifth = weight(16, 64, |r, c| (r * 7 + c * 13) % 5 == 0);
+        assert_eq!(
+            choose(&fifth, true, Forced::Auto, &one_row).unwrap().format,
+            SparseFormat::Dense
+        );
+        assert_eq!(
+            choose(&fifth, true, Forced::Auto, &BATCH).unwrap().format,
+            SparseFormat::Csr
+        );
+        assert_eq!(relative_costs(4, 8), BATCH);
+        assert!(choose(&two_of_four, true, f, &BATCH).is_err());
+        let csr = choose(&dense, true, Forced::Format(SparseFormat::Csr), &BATCH).unwrap();
         assert_eq!((csr.format, csr.stored_values), (SparseFormat::Csr, 32));
     }
 }
