@@ -183,7 +183,7 @@ impl Pass<Graph> for AnalyzeSparsity {
                     format: r.choice.format,
                 });
             cx.remark(format!(
-                "%{}: density {:.3}, {}: {} ({})",
+                "%{}: density {:.3}, pattern {}, kernel {} ({})",
                 r.param, r.density, r.pattern, r.choice.format, r.choice.why
             ));
             if p.sparsity != note {
