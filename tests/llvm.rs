@@ -97,6 +97,76 @@ fn every_example_matches_the_interpreter() {
     }
 }
 
+/// Pruned models on LLVM's sparse kernels: every format, batches below,
+/// at and past one vector tile (two vectors of 8 or 16 lanes).
+#[test]
+fn pruned_models_on_every_sparse_format_match_the_interpreter() {
+    let lanes = Backend::Llvm.lanes();
+    for (file, prune) in [
+        ("examples/digits_mlp.lop", "prune{sparsity=0.9}"),
+        ("examples/digits_mlp.lop", "prune{method=nm,n=2,m=4}"),
+        (
+            "examples/digits_mlp.lop",
+            "prune{method=block,block=4x4,sparsity=0.75}",
+        ),
+        ("examples/lenet5.lop", "prune{sparsity=0.8}"),
+        (
+            "examples/lenet5.lop",
+            "prune{method=structured,sparsity=0.5}",
+        ),
+    ] {
+        let graph = common::load(file);
+        let pruned = match common::run_pipeline(
+            lopper_passes::Ir::Graph(graph),
+            &format!("shape-infer,{prune}"),
+        ) {
+            lopper_passes::Ir::Graph(g) => g,
+            lopper_passes::Ir::Loops(_) => unreachable!("no lowering"),
+        };
+        for format in ["auto", "csr", "bsr", "nm"] {
+            if format == "nm" && !prune.contains("nm") {
+                continue;
+            }
+            let pipeline = format!(
+                "analyze-sparsity{{format={format},lanes={lanes},rows=64}},{}",
+                lopper_passes::loop_pipeline_for(2, lanes)
+            );
+            let module =
+                match common::run_pipeline(lopper_passes::Ir::Graph(pruned.clone()), &pipeline) {
+                    lopper_passes::Ir::Loops(m) => m,
+                    lopper_passes::Ir::Graph(_) => unreachable!("the pipeline lowers"),
+                };
+            let jit = lopper_backends::llvm::compile_jit(&module, 3)
+                .unwrap_or_else(|e| panic!("{file} {prune} {format}: {e}"));
+            for b in [1, 5, 2 * lanes as usize + 1] {
+                let mut inputs = HashMap::new();
+                for (seed, &i) in pruned.inputs.iter().enumerate() {
+                    let shape = pruned
+                        .node(i)
+                        .ty
+                        .shape
+                        .bind(&BTreeMap::from([("batch".to_string(), b)]))
+                        .unwrap();
+                    inputs.insert(
+                        pruned.node(i).name.clone(),
+                        lopper_runtime::random_tensor(shape, 5 * b as u64 + seed as u64),
+                    );
+                }
+                let want = lopper_runtime::run_graph(&pruned, &inputs, &BTreeMap::new()).unwrap();
+                let sizes = BTreeMap::from([("batch".to_string(), b)]);
+                let got = jit.run(&inputs, &sizes).unwrap();
+                common::assert_close(
+                    &format!("{file} {prune} {format} b={b} (llvm)"),
+                    &got[0].1,
+                    &want[0].1,
+                    RTOL,
+                    ATOL,
+                );
+            }
+        }
+    }
+}
+
 /// `examples/c/digits.c`, unchanged, on a library built by LLVM.
 #[test]
 fn c_client_runs_on_an_llvm_library() {
