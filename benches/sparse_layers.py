@@ -45,7 +45,7 @@ def bench(lopper, layer, prune, batch, backend, sparse, iters):
     if p.returncode != 0:
         return None, None
     seconds = json.loads(p.stdout)["latency"]["median_s"]
-    choice = re.search(r"\[analyze-sparsity\] %w: .* kernel (\S+)", p.stderr)
+    choice = re.search(r"\[analyze-sparsity\] %w: density [^,]*, pattern [^,]*, kernel (\S+)", p.stderr)
     return seconds, choice.group(1) if choice else "dense"
 
 

@@ -342,6 +342,8 @@ fn compile_prune_writes_a_sparse_library_with_the_same_answers() {
             model.to_str().unwrap(),
             "--prune",
             "method=magnitude,sparsity=0.9",
+            "--tune-batch",
+            "64",
             "--emit",
             "so,lir",
             "-o",
@@ -365,6 +367,39 @@ fn compile_prune_writes_a_sparse_library_with_the_same_answers() {
         .run(&x, &BTreeMap::from([("batch".to_string(), 3)]))
         .unwrap();
     common::assert_close("libpruned.so", &got[0].1, &want[0].1, RTOL, ATOL);
+}
+
+/// The cost model's choices on LeNet-300-100's layers, where the
+/// measurements behind it were made (docs/pruning.md).
+#[test]
+fn the_cost_model_chooses_by_density_pattern_batch_and_backend() {
+    let graph = common::load("examples/mlp.lop");
+    let choice = |prune: &str, lanes: u32, rows: usize| -> Vec<String> {
+        let g = pruned(&graph, prune);
+        let costs = lopper_passes::sparse_cost::relative_costs(lanes, rows);
+        lopper_passes::analyze_sparsity::analyze(
+            &g,
+            lopper_passes::sparse_cost::Forced::Auto,
+            &costs,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|r| r.choice.format.to_string())
+        .collect()
+    };
+    // fc1, fc2, fc3 on Cranelift.
+    assert_eq!(choice("prune{sparsity=0.95}", 4, 1)[0], "csr");
+    assert_eq!(choice("prune{sparsity=0.7}", 4, 1)[0], "dense");
+    assert_eq!(choice("prune{sparsity=0.7}", 4, 64)[0], "csr");
+    assert_eq!(
+        choice("prune{method=block,sparsity=0.9}", 4, 64)[0],
+        "bsr4x4"
+    );
+    assert_eq!(choice("prune{method=nm}", 4, 64)[0], "dense");
+    // LLVM's dense kernels are faster: 70% stays dense even for a batch.
+    assert_eq!(choice("prune{sparsity=0.7}", 16, 64)[0], "dense");
+    assert_eq!(choice("prune{sparsity=0.9}", 16, 64)[0], "csr");
+    assert_eq!(choice("prune{sparsity=0.5}", 16, 1), ["dense"; 3]);
 }
 
 #[test]

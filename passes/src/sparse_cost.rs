@@ -2,7 +2,8 @@
 //!
 //! Each format's cost is the number of multiply-adds it performs (stored
 //! values, padding included) times its measured cost per multiply-add
-//! relative to the dense kernel's ([`relative_costs`]); the cheapest wins.
+//! relative to the dense kernel's, plus a fixed cost per output row
+//! ([`relative_costs`]); the cheapest wins.
 //! The relative costs depend on the backend's vector width and on whether
 //! a call has enough rows (batch) to fill the sparse kernel's vector tiles;
 //! `analyze-sparsity{rows=N}` says how many to expect (1 by default: a
@@ -26,6 +27,9 @@ pub struct RelativeCosts {
     pub bsr: f64,
     /// N:M.
     pub nm: f64,
+    /// Fixed cost per output row (per block row for BSR), in dense
+    /// multiply-adds: setting up a row's loops, its unpredictable exit.
+    pub row: f64,
 }
 
 /// The measured relative costs (`benches/sparse-layers.sh`, medians on
@@ -35,14 +39,14 @@ pub struct RelativeCosts {
 /// are faster than Cranelift's, so its break-even densities are lower.
 pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
     let vectorized = rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS;
-    let costs = |csr, bsr, nm| RelativeCosts { csr, bsr, nm };
+    let costs = |csr, bsr, nm, row| RelativeCosts { csr, bsr, nm, row };
     match (lanes <= 4, vectorized) {
         // Cranelift, 128-bit vectors.
-        (true, false) => costs(7.0, 5.0, 6.0),
-        (true, true) => costs(2.4, 1.5, 2.1),
+        (true, false) => costs(5.0, 5.0, 5.9, 290.0),
+        (true, true) => costs(2.1, 1.4, 2.1, 30.0),
         // LLVM, 8 or 16 lanes.
-        (false, false) => costs(11.0, 9.0, 7.5),
-        (false, true) => costs(4.5, 2.2, 6.0),
+        (false, false) => costs(11.0, 8.5, 9.7, 0.0),
+        (false, true) => costs(5.0, 2.1, 5.7, 0.0),
     }
 }
 
@@ -168,6 +172,11 @@ pub fn choose(
         return Ok(make(f, "forced".into()));
     }
     let dense_cost = footprint(t, SparseFormat::Dense).0 as f64;
+    let rows = matrix_view(&t.shape).0 as f64;
+    let row_cost = |f: SparseFormat| match f {
+        SparseFormat::Bsr { rows: br, .. } => (rows / br as f64).ceil() * costs.row,
+        _ => rows * costs.row,
+    };
     let mut candidates = vec![SparseFormat::Csr, SparseFormat::Bsr { rows: 4, cols: 4 }];
     candidates.extend(tightest_nm(t));
     let costs: Vec<(SparseFormat, f64)> = candidates
@@ -175,7 +184,7 @@ pub fn choose(
         .map(|f| {
             (
                 f,
-                footprint(t, f).0 as f64 * relative_cost(f, costs) / dense_cost,
+                (footprint(t, f).0 as f64 * relative_cost(f, costs) + row_cost(f)) / dense_cost,
             )
         })
         .collect();
@@ -215,9 +224,10 @@ mod tests {
     }
 
     const BATCH: RelativeCosts = RelativeCosts {
-        csr: 2.4,
-        bsr: 1.5,
+        csr: 2.1,
+        bsr: 1.4,
         nm: 2.1,
+        row: 30.0,
     };
 
     #[test]
@@ -227,7 +237,7 @@ mod tests {
             choose(&dense, true, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Dense
         );
-        let sparse = weight(16, 64, |r, c| (r * 7 + c * 13) % 20 == 0);
+        let sparse = weight(64, 256, |r, c| (r * 7 + c * 13) % 20 == 0);
         assert_eq!(
             choose(&sparse, true, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Csr
@@ -236,7 +246,7 @@ mod tests {
             choose(&sparse, false, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Dense
         );
-        let blocks = weight(16, 64, |r, c| (r / 4 + c / 4) % 4 == 0);
+        let blocks = weight(64, 256, |r, c| (r / 4 + c / 4) % 4 == 0);
         assert_eq!(
             choose(&blocks, true, Forced::Auto, &BATCH).unwrap().format,
             SparseFormat::Bsr { rows: 4, cols: 4 }
@@ -259,17 +269,18 @@ mod tests {
         let dense = weight(4, 8, |_, _| true);
         assert!(choose(&dense, true, Forced::NM, &BATCH).is_err());
         let f = Forced::Format(SparseFormat::NM { n: 1, m: 4 });
-        // One row on Cranelift: CSR only pays below about 1/7 density; with a
-        // batch, this 1:4 weight takes the N:M kernel.
+        // One row on Cranelift: sparse kernels pay only below about 1/6
+        // density; with a batch, this 1:4 weight takes CSR (fewer slots
+        // than N:M's fixed quarter).
         let one_row = relative_costs(4, 1);
-        let fifth = weight(16, 64, |r, c| (r * 7 + c * 13) % 5 == 0);
+        let fifth = weight(64, 256, |r, c| (r * 7 + c * 13) % 5 == 0);
         assert_eq!(
             choose(&fifth, true, Forced::Auto, &one_row).unwrap().format,
             SparseFormat::Dense
         );
         assert_eq!(
             choose(&fifth, true, Forced::Auto, &BATCH).unwrap().format,
-            SparseFormat::NM { n: 1, m: 4 }
+            SparseFormat::Csr
         );
         assert_eq!(relative_costs(4, 8), BATCH);
         assert!(choose(&two_of_four, true, f, &BATCH).is_err());
