@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Whole-model latency of LeNet-300-100 (examples/mlp.lop) dense and pruned,
 # batch 1 and 64, Cranelift and LLVM (when built with --features llvm):
-# medians of `lopper bench`, in interleaved rounds (docs/pruning.md).
+# the median of the medians of `lopper bench` in interleaved rounds, and
+# the fastest single call (docs/pruning.md).
 # Usage: bash benches/pruning-models.sh [path/to/lopper] [rounds]   (from the project root)
 set -euo pipefail
 LOPPER=${1:-target/release/lopper}
@@ -19,30 +20,36 @@ CONFIGS=(
 BACKENDS=(cranelift)
 "$LOPPER" bench examples/mlp.lop --backend llvm --set batch=1 --iters 1 >/dev/null 2>&1 && BACKENDS+=(llvm)
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "| backend | batch | pruning | median | vs dense | kernels |"
-echo "|---|---:|---|---:|---:|---|"
+echo "| backend | batch | pruning | median | vs dense | fastest call | vs dense | kernels |"
+echo "|---|---:|---|---:|---:|---:|---:|---|"
 for backend in "${BACKENDS[@]}"; do
   for batch in 1 64; do
-    declare -A samples=()
+    declare -A samples=() bests=()
     for _ in $(seq "$ROUNDS"); do
       for c in "${CONFIGS[@]}"; do
         label=${c%%|*}; prune=${c#*|}
         args=(bench examples/mlp.lop --backend "$backend" --set "batch=$batch" --iters 300 --json)
         [ -n "$prune" ] && args+=(--prune "$prune")
-        t=$("$LOPPER" "${args[@]}" | sed 's/.*"median_s": \([0-9.e-]*\).*/\1/')
+        json=$("$LOPPER" "${args[@]}")
+        t=$(echo "$json" | sed 's/.*"median_s": \([0-9.e-]*\).*/\1/')
+        b=$(echo "$json" | sed 's/.*"min_s": \([0-9.e-]*\).*/\1/')
         samples[$label]="${samples[$label]:-} $t"
+        bests[$label]="${bests[$label]:-} $b"
       done
     done
     dense=$(echo ${samples[dense]} | tr ' ' '\n' | median)
+    dense_best=$(echo ${bests[dense]} | tr ' ' '\n' | sort -g | head -1)
     for c in "${CONFIGS[@]}"; do
       label=${c%%|*}; prune=${c#*|}
       m=$(echo ${samples[$label]} | tr ' ' '\n' | median)
+      best=$(echo ${bests[$label]} | tr ' ' '\n' | sort -g | head -1)
       kernels=$("$LOPPER" bench examples/mlp.lop --backend "$backend" --set "batch=$batch" --iters 1 --warmup 0 \
           --remarks ${prune:+--prune "$prune"} 2>&1 >/dev/null \
-        | sed -n 's/.*\[analyze-sparsity\] %\([^:]*\): .* kernel \([^ ]*\) .*/\1 \2/p' | tr '\n' ',' | sed 's/,$//')
+        | sed -n 's/.*\[analyze-sparsity\] %\([^:]*\): density [^,]*, pattern [^,]*, kernel \([^ ]*\) .*/\1 \2/p' | tr '\n' ',' | sed 's/,$//')
       awk -v b="$backend" -v n="$batch" -v l="$label" -v m="$m" -v d="$dense" -v k="${kernels:-dense}" \
-        'BEGIN { printf "| %s | %d | %s | %.1f µs | %.2fx | %s |\n", b, n, l, m*1e6, d/m, k }'
+          -v x="$best" -v dx="$dense_best" \
+        'BEGIN { printf "| %s | %d | %s | %.1f µs | %.2fx | %.1f µs | %.2fx | %s |\n", b, n, l, m*1e6, d/m, x*1e6, dx/x, k }'
     done
-    unset samples
+    unset samples bests
   done
 done
