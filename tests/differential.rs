@@ -25,15 +25,7 @@ fn jit_and_loops(name: &str, body: &str, batches: &[usize]) {
     let module = common::lowered(&graph);
     let jit = compile_jit(&module).unwrap_or_else(|e| panic!("{name}: {e}"));
     for &b in batches {
-        let bound = BTreeMap::from([("b".to_string(), b)]);
-        let mut inputs = HashMap::new();
-        for (seed, &i) in graph.inputs.iter().enumerate() {
-            let shape = graph.node(i).ty.shape.bind(&bound).unwrap();
-            inputs.insert(
-                graph.node(i).name.clone(),
-                lopper_runtime::random_tensor(shape, 100 * b as u64 + seed as u64),
-            );
-        }
+        let inputs = common::random_inputs(&graph, "b", b, 100);
         let want = lopper_runtime::run_graph(&graph, &inputs, &BTreeMap::new()).unwrap();
         let sizes: BTreeMap<String, usize> = module.sizes.iter().map(|s| (s.clone(), b)).collect();
         let got = jit.run(&inputs, &sizes).unwrap();

@@ -13,7 +13,7 @@ mod common;
 
 use common::{lopper, root, scratch};
 use lopper_backends::Backend;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::Command;
 
 const RTOL: f32 = 1e-4;
@@ -36,15 +36,7 @@ fn check(what: &str, graph: &lopper_ir::Graph, level: u8, size: &str, batches: &
     let jit = lopper_backends::llvm::compile_jit(&module, if level == 0 { 0 } else { 3 })
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     for &b in batches {
-        let bound = BTreeMap::from([(size.to_string(), b)]);
-        let mut inputs = HashMap::new();
-        for (seed, &i) in graph.inputs.iter().enumerate() {
-            let shape = graph.node(i).ty.shape.bind(&bound).unwrap();
-            inputs.insert(
-                graph.node(i).name.clone(),
-                lopper_runtime::random_tensor(shape, 17 * b as u64 + seed as u64),
-            );
-        }
+        let inputs = common::random_inputs(graph, size, b, 17);
         let want = lopper_runtime::run_graph(graph, &inputs, &BTreeMap::new()).unwrap();
         let sizes: BTreeMap<String, usize> = module.sizes.iter().map(|s| (s.clone(), b)).collect();
         let got = jit.run(&inputs, &sizes).unwrap();
@@ -139,19 +131,7 @@ fn pruned_models_on_every_sparse_format_match_the_interpreter() {
             let jit = lopper_backends::llvm::compile_jit(&module, 3)
                 .unwrap_or_else(|e| panic!("{file} {prune} {format}: {e}"));
             for b in [1, 5, 2 * lanes as usize + 1] {
-                let mut inputs = HashMap::new();
-                for (seed, &i) in pruned.inputs.iter().enumerate() {
-                    let shape = pruned
-                        .node(i)
-                        .ty
-                        .shape
-                        .bind(&BTreeMap::from([("batch".to_string(), b)]))
-                        .unwrap();
-                    inputs.insert(
-                        pruned.node(i).name.clone(),
-                        lopper_runtime::random_tensor(shape, 5 * b as u64 + seed as u64),
-                    );
-                }
+                let inputs = common::random_inputs(&pruned, "batch", b, 5);
                 let want = lopper_runtime::run_graph(&pruned, &inputs, &BTreeMap::new()).unwrap();
                 let sizes = BTreeMap::from([("batch".to_string(), b)]);
                 let got = jit.run(&inputs, &sizes).unwrap();

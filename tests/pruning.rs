@@ -13,7 +13,7 @@ mod common;
 use common::{lopper, root, scratch};
 use lopper_ir::graph::sparsity::{block_occupancy, conforms_to_nm, density};
 use lopper_ir::{Graph, Op, Tensor};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 const RTOL: f32 = 1e-4;
 const ATOL: f32 = 1e-5;
@@ -109,21 +109,6 @@ fn weights(g: &Graph) -> BTreeMap<String, Tensor> {
         .collect()
 }
 
-fn inputs(g: &Graph, b: usize) -> HashMap<String, Tensor> {
-    let bound = BTreeMap::from([("batch".to_string(), b)]);
-    g.inputs
-        .iter()
-        .enumerate()
-        .map(|(seed, &i)| {
-            let shape = g.node(i).ty.shape.bind(&bound).unwrap();
-            (
-                g.node(i).name.clone(),
-                lopper_runtime::random_tensor(shape, 7 * b as u64 + seed as u64),
-            )
-        })
-        .collect()
-}
-
 /// Compiles `g` with `format` at `level`; `None` when the format does not
 /// apply (N:M forced on a weight that is not N:M), which must say so.
 fn compiled(g: &Graph, format: &str, level: u8) -> Option<lopper_ir::loops::Module> {
@@ -164,7 +149,7 @@ fn every_method_and_format_matches_the_interpreter() {
                     let jit = lopper_backends::cranelift::compile_jit(&module)
                         .unwrap_or_else(|e| panic!("{name} {method} {format}: {e}"));
                     for b in [1, 5, 8, 13] {
-                        let x = inputs(&g, b);
+                        let x = common::random_inputs(&g, "batch", b, 7);
                         let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
                         let sizes = BTreeMap::from([("batch".to_string(), b)]);
                         let got = jit.run(&x, &sizes).unwrap();
@@ -188,7 +173,7 @@ fn the_loop_interpreter_runs_the_sparse_kernels_too() {
     for (method, format) in [("prune{sparsity=0.8}", "csr"), ("prune{method=nm}", "nm")] {
         let g = pruned(graph, method);
         let module = compiled(&g, format, 2).unwrap();
-        let x = inputs(&g, 6);
+        let x = common::random_inputs(&g, "batch", 6, 7);
         let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
         let got = lopper_runtime::run_module(&module, &x, &BTreeMap::new()).unwrap();
         common::assert_close(format, &got[0].1, &want[0].1, RTOL, ATOL);
@@ -203,7 +188,7 @@ fn lenet5_pruned_every_way_matches_the_interpreter() {
         let module = common::compiled_at(&g, 2);
         let jit = lopper_backends::cranelift::compile_jit(&module).unwrap();
         for b in [1, 3] {
-            let x = inputs(&g, b);
+            let x = common::random_inputs(&g, "batch", b, 7);
             let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
             let got = jit
                 .run(&x, &BTreeMap::from([("batch".to_string(), b)]))
@@ -324,7 +309,7 @@ fn pruned_weights_load_back_and_give_the_same_outputs() {
         };
         let reloaded =
             lopper_frontend::load_model(&reader).unwrap_or_else(|e| panic!("{}", e.render()));
-        let x = inputs(&expected, 4);
+        let x = common::random_inputs(&expected, "batch", 4, 7);
         let want = lopper_runtime::run_graph(&expected, &x, &BTreeMap::new()).unwrap();
         let got = lopper_runtime::run_graph(&reloaded, &x, &BTreeMap::new()).unwrap();
         assert_eq!(got[0].1, want[0].1, "{spec}");
@@ -361,7 +346,7 @@ fn compile_prune_writes_a_sparse_library_with_the_same_answers() {
         "prune{sparsity=0.9}",
     );
     let shared = lopper_runtime::SharedModel::open(&dir.join("libpruned.so")).unwrap();
-    let x = inputs(&expected, 3);
+    let x = common::random_inputs(&expected, "batch", 3, 7);
     let want = lopper_runtime::run_graph(&expected, &x, &BTreeMap::new()).unwrap();
     let got = shared
         .run(&x, &BTreeMap::from([("batch".to_string(), 3)]))

@@ -12,7 +12,7 @@ mod common;
 use lopper_backends::cranelift::compile_jit;
 use lopper_ir::loops::{kernel_cost, Module};
 use lopper_ir::Graph;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 const RTOL: f32 = 1e-4;
 const ATOL: f32 = 1e-5;
@@ -27,22 +27,6 @@ fn build(name: &str, body: &str) -> Graph {
     })
 }
 
-fn inputs_for(graph: &Graph, size: &str, b: usize) -> HashMap<String, lopper_ir::Tensor> {
-    let bound = BTreeMap::from([(size.to_string(), b)]);
-    graph
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(seed, &i)| {
-            let shape = graph.node(i).ty.shape.bind(&bound).unwrap();
-            (
-                graph.node(i).name.clone(),
-                lopper_runtime::random_tensor(shape, 31 * b as u64 + seed as u64),
-            )
-        })
-        .collect()
-}
-
 /// Runs `module` on the JIT (and the loop interpreter when asked) against
 /// the graph interpreter on `graph`.
 fn check(what: &str, graph: &Graph, module: &Module, size: &str, batches: &[usize], loops: bool) {
@@ -50,7 +34,7 @@ fn check(what: &str, graph: &Graph, module: &Module, size: &str, batches: &[usiz
     let wide = lopper_ir::loops::print_lir(module).contains("f32x8");
     let jit = (!wide).then(|| compile_jit(module).unwrap_or_else(|e| panic!("{what}: {e}")));
     for &b in batches {
-        let inputs = inputs_for(graph, size, b);
+        let inputs = common::random_inputs(graph, size, b, 31);
         let want = lopper_runtime::run_graph(graph, &inputs, &BTreeMap::new()).unwrap();
         if let Some(jit) = &jit {
             let sizes: BTreeMap<String, usize> =

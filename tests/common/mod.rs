@@ -190,3 +190,31 @@ pub fn build_c_client(dir: &Path) -> PathBuf {
     assert!(status.success());
     client
 }
+
+/// Seeded random inputs for `g` with the symbolic size `size` bound to `b`;
+/// `salt` varies the data between tests.
+#[allow(dead_code)]
+pub fn random_inputs(
+    g: &Graph,
+    size: &str,
+    b: usize,
+    salt: u64,
+) -> std::collections::HashMap<String, lopper_ir::Tensor> {
+    let bound = std::collections::BTreeMap::from([(size.to_string(), b)]);
+    g.inputs
+        .iter()
+        .enumerate()
+        .map(|(seed, &i)| {
+            let shape = g
+                .node(i)
+                .ty
+                .shape
+                .bind(&bound)
+                .expect("every size is bound");
+            (
+                g.node(i).name.clone(),
+                lopper_runtime::random_tensor(shape, salt * b as u64 + seed as u64),
+            )
+        })
+        .collect()
+}
