@@ -471,7 +471,10 @@ impl Lowering<'_> {
             self.transposed.insert(tail, y_t);
             return Ok(None);
         }
-        // The finish: y[rows.., j] = y.t[j, rows..] (+ bias), then the chain.
+        // The finish: y[rows.., j] = y.t[j, rows..] (+ bias), then the chain,
+        // features outermost: the rows of y.t are read along, and the
+        // lines of y being written stay in cache from one feature to the
+        // next (as in the transpose of the input).
         let j = idx[r - 1].clone();
         let mut from = vec![j.clone()];
         from.extend(rows.iter().cloned());
@@ -480,11 +483,12 @@ impl Lowering<'_> {
             let (b, _) = self.operand(n, 2);
             value = Expr::bin(BinOp::Add, value, load(&b, vec![j]));
         }
-        Ok(Some(nest(
-            "i",
-            &dims,
-            self.finish(value, out, &idx, chain, n),
-        )))
+        let feature = format!("i{}", r - 1);
+        Ok(Some(vec![for_loop(
+            &feature,
+            dim_expr(&dims[r - 1]),
+            nest("i", lead, self.finish(value, out, &idx, chain, n)),
+        )]))
     }
 
     /// Pushes a kernel copying `x[rows.., k]` to a new `x.t[k, rows..]` with
