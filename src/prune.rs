@@ -96,11 +96,19 @@ pub fn prune_command(req: PruneRequest) -> Result<()> {
         .into_iter()
         .map(|(name, t)| (tensor_name(&g, &name), t))
         .collect();
-    lopper_runtime::write_tensors(output, &tensors)
-        .with_context(|| format!("cannot write `{}`", output.display()))?;
+    // Shapes changed: the model is written too, beside the weights (and
+    // never over the model that was read).
+    let model_out = (param_shapes(&g) != shapes_before).then(|| model_path(req.file, output));
+    if model_out.as_deref() == Some(req.file) {
+        bail!(
+            "writing the pruned model would overwrite `{}`; choose another -o",
+            req.file.display()
+        );
+    }
+    lopper_runtime::write_tensors(output, &tensors)?;
     println!("wrote {} ({} tensors)", output.display(), tensors.len());
-    if param_shapes(&g) != shapes_before {
-        let model = rewrite_model(req.file, &g, output)?;
+    if let Some(model) = model_out {
+        rewrite_model(req.file, &g, output, &model)?;
         println!("wrote {} (the model with the new shapes)", model.display());
     }
     Ok(())
@@ -137,22 +145,21 @@ fn param_shapes(g: &Graph) -> BTreeMap<String, Vec<usize>> {
         .collect()
 }
 
-/// Writes the model beside `weights` with the pruned shapes: a `.lop`
-/// rewritten line by line (param declarations, the weights line), or a
-/// `.gir` printed from the graph.
-fn rewrite_model(model: &Path, g: &Graph, weights: &Path) -> Result<PathBuf> {
-    let is_lop = model.extension().is_none_or(|e| e != "gir");
-    let out = weights.with_extension(if is_lop { "lop" } else { "gir" });
-    if out == model {
-        bail!(
-            "writing the pruned model would overwrite `{}`; choose another -o",
-            model.display()
-        );
-    }
-    if !is_lop {
-        std::fs::write(&out, print_gir(g))
+/// Where the pruned model goes: beside the weights, `.lop` or `.gir` like
+/// the model read.
+fn model_path(model: &Path, weights: &Path) -> PathBuf {
+    let is_gir = model.extension().is_some_and(|e| e == "gir");
+    weights.with_extension(if is_gir { "gir" } else { "lop" })
+}
+
+/// Writes the model to `out` with the pruned shapes, reading its weights
+/// from `weights`: a `.lop` rewritten line by line (param declarations, the
+/// weights line), or a `.gir` printed from the graph.
+fn rewrite_model(model: &Path, g: &Graph, weights: &Path, out: &Path) -> Result<()> {
+    if out.extension().is_some_and(|e| e == "gir") {
+        std::fs::write(out, print_gir(g))
             .with_context(|| format!("cannot write `{}`", out.display()))?;
-        return Ok(out);
+        return Ok(());
     }
     let source = std::fs::read_to_string(model)
         .with_context(|| format!("cannot read `{}`", model.display()))?;
@@ -187,6 +194,6 @@ fn rewrite_model(model: &Path, g: &Graph, weights: &Path) -> Result<PathBuf> {
             }
         }
     }
-    std::fs::write(&out, text).with_context(|| format!("cannot write `{}`", out.display()))?;
-    Ok(out)
+    std::fs::write(out, text).with_context(|| format!("cannot write `{}`", out.display()))?;
+    Ok(())
 }

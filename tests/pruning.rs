@@ -433,10 +433,31 @@ fn bad_prune_options_are_clear_errors() {
             ],
             "not N:M sparse",
         ),
+        (
+            vec!["prune", model, "-o", "/nonexistent/dir/w.safetensors"],
+            "cannot write",
+        ),
     ] {
         let (code, _, err) = lopper(&dir, &args);
         assert_ne!(code, 0, "{args:?}");
         assert!(err.contains(message), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    // Structured pruning of m.gir into m.safetensors would write m.gir
+    // again: refused before anything is written.
+    let (code, gir, _) = lopper(&dir, &["dump", model, "--stop-after", "shape-infer"]);
+    assert_eq!(code, 0);
+    std::fs::write(dir.join("m.gir"), gir).unwrap();
+    let args = [
+        "prune",
+        "m.gir",
+        "--method",
+        "structured",
+        "-o",
+        "m.safetensors",
+    ];
+    let (code, _, err) = lopper(&dir, &args);
+    assert_ne!(code, 0);
+    assert!(err.contains("would overwrite `m.gir`"), "{err}");
+    assert!(!dir.join("m.safetensors").exists());
 }
