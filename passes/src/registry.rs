@@ -94,7 +94,11 @@ pub static PASSES: &[PassInfo] = &[
     PassInfo {
         name: "analyze-sparsity",
         description: "measure each layer's weight sparsity; choose dense, CSR, BSR or N:M kernels (cost model)",
-        options: &[("format", "auto (cost model, default), dense, csr, bsr, bsrRxC, nm or N:M: the format of every linear layer")],
+        options: &[
+            ("format", "auto (cost model, default), dense, csr, bsr, bsrRxC, nm or N:M: the format of every linear layer"),
+            ("lanes", "vector lanes of the backend: 4 (Cranelift, the default), 8 or 16 (set from --backend)"),
+            ("rows", "rows per call (batch) to choose kernels for: 1 by default (set by --tune-batch, bench and run)"),
+        ],
         create: |o| {
             Ok(AnyPass::Graph(Box::new(
                 crate::analyze_sparsity::AnalyzeSparsity::from_options(o)?,
