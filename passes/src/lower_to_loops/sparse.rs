@@ -26,8 +26,9 @@
 //!   share each loaded row of `x.t`; edge blocks are padded with zero
 //!   weights (and `x.t` with zero rows).
 //!
-//! Padding slots point at a column the row already reads, so they cost a
-//! multiply-add but no extra cache line. The verifier bounds every access
+//! Padding slots point at a column the row already reads (column 0 for an
+//! N:M group with no nonzero), so they cost a multiply-add but rarely an
+//! extra cache line. The verifier bounds every access
 //! through the index arrays by their values.
 
 use super::build::*;
@@ -80,8 +81,8 @@ fn sum(names: &[String]) -> Expr {
     }
 }
 
-/// The stored form of a weight: values, index arrays, and the product nest
-/// for output feature (or block row) `j` given the row indices.
+/// The stored form of a weight: its values and index arrays, and how many
+/// rows the transposed buffers need.
 struct Stored {
     values: Tensor,
     indices: Vec<(&'static str, Vec<usize>, Vec<i64>)>,
@@ -91,15 +92,17 @@ struct Stored {
     in_rows: usize,
 }
 
-/// Rows of `[rows, cols]` in groups of `group` (value, column) slots, the
-/// last group of a row padded with zero weights at the row's last column.
+/// Rows of `[rows, cols]` as groups of [`CSR_GROUP`] (value, column) slots,
+/// `slots_of` giving each row's groups of columns; a short group is padded
+/// with zero weights at its last column (column 0 if it is empty).
+/// Returns the values, the columns and the row pointers (in groups).
 fn grouped_rows(
     rows: usize,
     cols: usize,
     data: &[f32],
     slots_of: impl Fn(&[f32]) -> Vec<Vec<usize>>,
-    group: usize,
 ) -> (Vec<f32>, Vec<i64>, Vec<i64>) {
+    let group = CSR_GROUP;
     let (mut values, mut columns, mut rowptr) = (Vec::new(), Vec::new(), vec![0i64]);
     for r in 0..rows {
         let row = &data[r * cols..(r + 1) * cols];
@@ -120,16 +123,10 @@ fn build(w: &Tensor, format: SparseFormat) -> Stored {
     let (rows, cols) = (w.shape[0], w.shape[1]);
     match format {
         SparseFormat::Csr => {
-            let (values, columns, rowptr) = grouped_rows(
-                rows,
-                cols,
-                &w.data,
-                |row| {
-                    let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
-                    nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect()
-                },
-                CSR_GROUP,
-            );
+            let (values, columns, rowptr) = grouped_rows(rows, cols, &w.data, |row| {
+                let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
+                nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect()
+            });
             // An all-zero weight still gets one (never visited) group, so
             // the index array has values the verifier can bound.
             let (values, columns) = if columns.is_empty() {
@@ -155,19 +152,13 @@ fn build(w: &Tensor, format: SparseFormat) -> Stored {
             // Every row: n slots per group of m, in groups of CSR_GROUP slots.
             let slots_per_row = cols.div_ceil(m) * n;
             let groups_per_row = slots_per_row.div_ceil(CSR_GROUP);
-            let (values, columns, _) = grouped_rows(
-                rows,
-                cols,
-                &w.data,
-                |row| {
-                    let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
-                    let mut groups: Vec<Vec<usize>> =
-                        nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect();
-                    groups.resize(groups_per_row, Vec::new());
-                    groups
-                },
-                CSR_GROUP,
-            );
+            let (values, columns, _) = grouped_rows(rows, cols, &w.data, |row| {
+                let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
+                let mut groups: Vec<Vec<usize>> =
+                    nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect();
+                groups.resize(groups_per_row, Vec::new());
+                groups
+            });
             Stored {
                 values: Tensor {
                     shape: vec![rows * groups_per_row, CSR_GROUP],
