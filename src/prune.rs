@@ -105,6 +105,10 @@ pub fn prune_command(req: PruneRequest) -> Result<()> {
             req.file.display()
         );
     }
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder `{}`", dir.display()))?;
+    }
     lopper_runtime::write_tensors(output, &tensors)?;
     println!("wrote {} ({} tensors)", output.display(), tensors.len());
     if let Some(model) = model_out {
