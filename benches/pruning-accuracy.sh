@@ -11,7 +11,9 @@ row() {  # label, prune options ('' for none)
     [ -n "$2" ] && args=(--prune "$2")
     local acc
     acc=$("$LOPPER" eval "$MODEL" --data "$DATA" "${args[@]}" | sed -n 's/^accuracy: \([0-9.]*\).*/\1/p')
-    printf '| %s | `%s` | %s |\n' "$1" "${2:-}" "$acc"
+    local options='—'
+    [ -n "$2" ] && options="\`$2\`"
+    printf '| %s | %s | %s |\n' "$1" "$options" "$acc"
 }
 echo '| pruning | `--prune` | test accuracy |'
 echo '|---|---|---:|'
