@@ -219,7 +219,27 @@ fn build(w: &Tensor, format: SparseFormat) -> Stored {
     }
 }
 
+/// `[first, rows..]`: an index into a transposed buffer.
+fn transposed_index(first: Expr, rows: &[Expr]) -> Vec<Expr> {
+    let mut index = vec![first];
+    index.extend(rows.iter().cloned());
+    index
+}
+
 impl Lowering<'_> {
+    /// A scratch buffer `[rows_t, lead..]` named after `wanted`: a value
+    /// with its features (or reduction) first and its rows last.
+    fn add_transposed(&mut self, wanted: &str, rows_t: usize, lead: &[Dim]) -> String {
+        let mut dims = vec![Dim::Static(rows_t)];
+        dims.extend(lead.iter().cloned());
+        self.add_buffer(
+            &format!("{wanted}.t"),
+            BufferKind::Scratch,
+            &TensorType::f32(Shape(dims)),
+            None,
+        )
+    }
+
     /// The sparse format `analyze-sparsity` chose for a linear layer's
     /// weight, if not dense.
     pub(super) fn sparse_format(&self, n: NodeIndex) -> Option<SparseFormat> {
@@ -312,11 +332,7 @@ impl Lowering<'_> {
         let lead = &dims[..r - 1];
         let rows = vars("i", r - 1);
         let (features, reduction) = (weight.shape[0], weight.shape[1]);
-        let at_t = |k: Expr| {
-            let mut i = vec![k];
-            i.extend(rows.iter().cloned());
-            i
-        };
+        let at_t = |k: Expr| transposed_index(k, &rows);
         let producer = g.operands(n)[0];
         let x_t = match self.transposed.get(&producer) {
             Some(name) => name.clone(),
@@ -326,21 +342,12 @@ impl Lowering<'_> {
         // stays transposed (CSR and N:M, which store one feature at a time).
         let tail = chain.last().copied().unwrap_or(n);
         let in_place = self.stays_transposed(tail) && !matches!(format, SparseFormat::Bsr { .. });
-        let node_name = g.node(tail).name.clone();
-        let mut y_dims = vec![Dim::Static(stored.out_rows)];
-        y_dims.extend(lead.iter().cloned());
-        let y_t = self.add_buffer(
-            &format!("{node_name}.t"),
-            BufferKind::Scratch,
-            &TensorType::f32(Shape(y_dims)),
-            None,
-        );
+        let y_t = self.add_transposed(&g.node(tail).name, stored.out_rows, lead);
         let idx = vars("i", r);
         // Stores `value` of feature `j` (an expression) at y.t[j, rows..],
         // finished there when in place.
         let store = |me: &Self, value: Expr, j: Expr| -> Vec<Stmt> {
-            let mut at = vec![j.clone()];
-            at.extend(rows.iter().cloned());
+            let at = at_t(j.clone());
             if !in_place {
                 return vec![Stmt::Store {
                     buffer: y_t.clone(),
@@ -467,9 +474,7 @@ impl Lowering<'_> {
         // lines of y being written stay in cache from one feature to the
         // next (as in the transpose of the input).
         let j = idx[r - 1].clone();
-        let mut from = vec![j.clone()];
-        from.extend(rows.iter().cloned());
-        let mut value = load(&y_t, from);
+        let mut value = load(&y_t, at_t(j.clone()));
         if g.operands(n).len() == 3 {
             let (b, _) = self.operand(n, 2);
             value = Expr::bin(BinOp::Add, value, load(&b, vec![j]));
@@ -492,17 +497,9 @@ impl Lowering<'_> {
         reduction: usize,
         rows_t: usize,
     ) -> String {
-        let mut t_dims = vec![Dim::Static(rows_t)];
-        t_dims.extend(lead.iter().cloned());
-        let x_t = self.add_buffer(
-            &format!("{x}.t"),
-            BufferKind::Scratch,
-            &TensorType::f32(Shape(t_dims)),
-            None,
-        );
+        let x_t = self.add_transposed(x, rows_t, lead);
         let rows = vars("i", lead.len());
-        let mut at_t = vec![Expr::var("k")];
-        at_t.extend(rows.iter().cloned());
+        let at_t = transposed_index(Expr::var("k"), &rows);
         let mut x_index = rows.clone();
         x_index.push(Expr::var("k"));
         let mut copy = vec![for_loop(
