@@ -38,6 +38,7 @@ fn simplify_node(g: &mut Graph, n: NodeIndex) -> Option<NodeIndex> {
                 BinaryOp::Add => &[(a, c, 0.0), (c, a, 0.0)],
                 BinaryOp::Div => &[(a, c, 1.0)],
                 BinaryOp::Sub => &[(a, c, 0.0)],
+                BinaryOp::Pow => &[(a, c, 1.0)],
             };
             candidates
                 .iter()

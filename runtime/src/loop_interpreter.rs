@@ -372,6 +372,7 @@ fn unary_f32(op: UnOp, x: f32) -> f32 {
         UnOp::Tanh => v.tanh() as f32,
         UnOp::Sqrt => x.sqrt(),
         UnOp::Erf => libm::erf(v) as f32,
+        UnOp::Floor => x.floor(),
         UnOp::ToFloat => x,
     }
 }

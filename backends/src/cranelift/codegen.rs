@@ -641,6 +641,7 @@ impl Lowerer<'_, '_> {
                     UnOp::ToFloat => self.b.ins().fcvt_from_sint(types::F32, x),
                     UnOp::Neg => self.b.ins().fneg(x),
                     UnOp::Sqrt => self.b.ins().sqrt(x),
+                    UnOp::Floor => self.b.ins().floor(x),
                     UnOp::Exp if operand_type == ScalarType::Vector(4) => self.vector_exp(x),
                     UnOp::Erf if operand_type == ScalarType::Vector(4) => self.vector_erf(x),
                     other => {

@@ -599,6 +599,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         .map_err(err)?
                         .into(),
                     (UnOp::Sqrt, _) => self.intrinsic("llvm.sqrt", self.llvm_type(t), &[x])?,
+                    (UnOp::Floor, _) => self.intrinsic("llvm.floor", self.llvm_type(t), &[x])?,
                     (UnOp::Exp, _) => self.exp_poly(t, x)?,
                     (UnOp::Erf, _) => self.erf_poly(t, x)?,
                     (other, _) => {

@@ -214,14 +214,14 @@ pub fn infer_type(op: &Op, operands: &[&TensorType]) -> Result<TensorType> {
             let oh = window_output(
                 h,
                 p.padding[0].saturating_add(p.padding[2]),
-                p.kernel[0],
+                p.extent(0),
                 p.stride[0],
                 "pooling height",
             )?;
             let ow = window_output(
                 w,
                 p.padding[1].saturating_add(p.padding[3]),
-                p.kernel[1],
+                p.extent(1),
                 p.stride[1],
                 "pooling width",
             )?;

@@ -95,7 +95,7 @@ fn attr_err(attr: &str, message: impl Into<String>) -> AttrError {
 }
 
 /// Elementwise ops of one operand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
     /// `max(x, 0)`.
     Relu,
@@ -107,6 +107,13 @@ pub enum UnaryOp {
     Exp,
     /// Exact GELU, `0.5·x·(1 + erf(x/√2))`.
     Gelu,
+    /// The error function.
+    Erf,
+    /// Square root (NaN below zero).
+    Sqrt,
+    /// `x` to a constant power (`powf`: NaN for a negative `x` and a
+    /// non-integer exponent).
+    Pow(f32),
     /// The operand itself (an output that names an existing value).
     Identity,
 }
@@ -122,6 +129,9 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`.
     Div,
+    /// `a` to the power `b` (`powf`); a constant exponent is the unary
+    /// [`UnaryOp::Pow`], computed exactly where it can be.
+    Pow,
 }
 
 impl BinaryOp {
@@ -132,6 +142,7 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
         }
     }
 }
@@ -170,6 +181,16 @@ pub struct Pool2dAttrs {
     /// Padding: top, left, bottom, right. Padded cells never win a max and
     /// do not count in an average.
     pub padding: [usize; 4],
+    /// Spacing of window taps along height and width (printed only when
+    /// not 1).
+    pub dilation: [usize; 2],
+}
+
+impl Pool2dAttrs {
+    /// The span of the window along `axis`: `(kernel - 1)·dilation + 1`.
+    pub fn extent(&self, axis: usize) -> usize {
+        (self.kernel[axis] - 1) * self.dilation[axis] + 1
+    }
 }
 
 /// One dimension of a `reshape` target.
@@ -276,6 +297,9 @@ pub const OP_NAMES: &[&str] = &[
     "tanh",
     "exp",
     "gelu",
+    "erf",
+    "sqrt",
+    "pow",
     "identity",
     "add",
     "sub",
@@ -313,6 +337,9 @@ impl Op {
                 UnaryOp::Tanh => "tanh",
                 UnaryOp::Exp => "exp",
                 UnaryOp::Gelu => "gelu",
+                UnaryOp::Erf => "erf",
+                UnaryOp::Sqrt => "sqrt",
+                UnaryOp::Pow(_) => "pow",
                 UnaryOp::Identity => "identity",
             },
             Op::Binary(b) => match b {
@@ -320,6 +347,7 @@ impl Op {
                 BinaryOp::Sub => "sub",
                 BinaryOp::Mul => "mul",
                 BinaryOp::Div => "div",
+                BinaryOp::Pow => "pow",
             },
             Op::MatMul => "matmul",
             Op::Linear => "linear",
@@ -355,6 +383,7 @@ impl Op {
             |v: &[usize]| AttrValue::List(v.iter().map(|&x| AttrValue::Int(x as i64)).collect());
         let int = |v: usize| AttrValue::Int(v as i64);
         match self {
+            Op::Unary(UnaryOp::Pow(e)) => vec![("exponent", AttrValue::Float32(*e))],
             Op::Input
             | Op::Unary(_)
             | Op::Binary(_)
@@ -376,11 +405,17 @@ impl Op {
                 ("dilation", ints(&c.dilation)),
                 ("groups", int(c.groups)),
             ],
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => vec![
-                ("kernel", ints(&p.kernel)),
-                ("stride", ints(&p.stride)),
-                ("padding", ints(&p.padding)),
-            ],
+            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+                let mut attrs = vec![
+                    ("kernel", ints(&p.kernel)),
+                    ("stride", ints(&p.stride)),
+                    ("padding", ints(&p.padding)),
+                ];
+                if p.dilation != [1, 1] {
+                    attrs.push(("dilation", ints(&p.dilation)));
+                }
+                attrs
+            }
             Op::Reshape { shape } => vec![(
                 "shape",
                 AttrValue::List(
@@ -500,6 +535,27 @@ impl Op {
             "tanh" => Op::Unary(UnaryOp::Tanh),
             "exp" => Op::Unary(UnaryOp::Exp),
             "gelu" => Op::Unary(UnaryOp::Gelu),
+            "erf" => Op::Unary(UnaryOp::Erf),
+            "sqrt" => Op::Unary(UnaryOp::Sqrt),
+            "pow" if operands.len() == 2 => {
+                if get("exponent").is_some() {
+                    return Err(attr_err(
+                        "exponent",
+                        "`pow` takes an exponent operand or `exponent = E`, not both",
+                    ));
+                }
+                Op::Binary(BinaryOp::Pow)
+            }
+            "pow" => match get("exponent").map(AttrValue::as_float) {
+                None => {
+                    return Err(AttrError {
+                        attr: None,
+                        message: "`pow` needs `exponent = E`".into(),
+                    })
+                }
+                Some(Some(e)) if (e as f32).is_finite() => Op::Unary(UnaryOp::Pow(e as f32)),
+                Some(_) => return Err(attr_err("exponent", "`exponent` must be a finite number")),
+            },
             "identity" => Op::Unary(UnaryOp::Identity),
             "add" => Op::Binary(BinaryOp::Add),
             "sub" => Op::Binary(BinaryOp::Sub),
@@ -549,13 +605,14 @@ impl Op {
                     kernel,
                     stride: positive("stride", pair("stride", kernel)?)?,
                     padding: quad("padding")?,
+                    dilation: positive("dilation", pair("dilation", [1, 1])?)?,
                 };
-                if attrs.padding[0].max(attrs.padding[2]) >= kernel[0]
-                    || attrs.padding[1].max(attrs.padding[3]) >= kernel[1]
+                if attrs.padding[0].max(attrs.padding[2]) >= attrs.extent(0)
+                    || attrs.padding[1].max(attrs.padding[3]) >= attrs.extent(1)
                 {
                     return Err(attr_err(
                         "padding",
-                        "padding must be smaller than the kernel",
+                        "padding must be smaller than the (dilated) kernel",
                     ));
                 }
                 if name == "max_pool2d" {
@@ -713,11 +770,12 @@ fn non_negative(k: &str, v: &AttrValue) -> Result<Vec<usize>, AttrError> {
 
 fn allowed_attrs(name: &str) -> Option<&'static [&'static str]> {
     Some(match name {
-        "relu" | "sigmoid" | "tanh" | "exp" | "gelu" | "identity" | "add" | "sub" | "mul"
-        | "div" | "matmul" | "linear" | "global_avg_pool" => &[],
+        "relu" | "sigmoid" | "tanh" | "exp" | "gelu" | "erf" | "sqrt" | "identity" | "add"
+        | "sub" | "mul" | "div" | "matmul" | "linear" | "global_avg_pool" => &[],
+        "pow" => &["exponent"],
         "softmax" | "log_softmax" | "concat" | "flatten" => &["axis"],
         "conv2d" => &["stride", "padding", "dilation", "groups"],
-        "max_pool2d" | "avg_pool2d" => &["kernel", "stride", "padding"],
+        "max_pool2d" | "avg_pool2d" => &["kernel", "stride", "padding", "dilation"],
         "reshape" => &["shape"],
         "transpose" => &["perm"],
         "slice" => &["axis", "start", "end"],
@@ -733,6 +791,7 @@ pub fn arity_of(name: &str) -> (usize, Option<usize>) {
     match name {
         "input" | "param" => (0, Some(0)),
         "add" | "sub" | "mul" | "div" | "matmul" => (2, Some(2)),
+        "pow" => (1, Some(2)),
         "linear" | "conv2d" => (2, Some(3)),
         "layer_norm" => (1, Some(3)),
         "batch_norm" => (5, Some(5)),

@@ -94,6 +94,9 @@ fn unary(u: UnaryOp, x: f32) -> f32 {
         UnaryOp::Tanh => v.tanh(),
         UnaryOp::Exp => v.exp(),
         UnaryOp::Gelu => 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)),
+        UnaryOp::Erf => libm::erf(v),
+        UnaryOp::Sqrt => v.sqrt(),
+        UnaryOp::Pow(e) => v.powf(e as f64),
         UnaryOp::Identity => v,
     }) as f32
 }
@@ -293,12 +296,14 @@ fn pool2d(
                 let mut sum = 0.0f64;
                 let mut count = 0usize;
                 for ky in 0..p.kernel[0] {
-                    let iy = (oy * p.stride[0] + ky) as isize - p.padding[0] as isize;
+                    let iy =
+                        (oy * p.stride[0] + ky * p.dilation[0]) as isize - p.padding[0] as isize;
                     if iy < 0 || iy >= h as isize {
                         continue;
                     }
                     for kx in 0..p.kernel[1] {
-                        let ix = (ox * p.stride[1] + kx) as isize - p.padding[1] as isize;
+                        let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                            - p.padding[1] as isize;
                         if ix < 0 || ix >= w as isize {
                             continue;
                         }

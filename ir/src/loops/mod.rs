@@ -5,7 +5,7 @@
 //! each reading and writing module buffers. A kernel body is statements
 //! (`for`, `let`, assignment, `store`, `if`, local `alloc`) over expressions
 //! (constants, variables, loads, arithmetic, `min`/`max`/`select`, and the
-//! intrinsics `exp`, `log`, `tanh`, `sqrt`, `erf`, `fma`). Index expressions are
+//! intrinsics `exp`, `log`, `tanh`, `sqrt`, `erf`, `floor`, `fma`). Index expressions are
 //! `index` (64-bit) values built from loop variables and symbolic sizes; data
 //! are `f32`. The text form (`.lir`) prints and parses back exactly; the
 //! verifier types every expression and proves every access in bounds.
@@ -203,6 +203,8 @@ pub enum UnOp {
     Sqrt,
     /// The error function.
     Erf,
+    /// The largest integer not above `x`.
+    Floor,
     /// An `index` as an `f32` (`float(n)`).
     ToFloat,
 }
@@ -217,6 +219,7 @@ impl UnOp {
             UnOp::Tanh => "tanh",
             UnOp::Sqrt => "sqrt",
             UnOp::Erf => "erf",
+            UnOp::Floor => "floor",
             UnOp::ToFloat => "float",
         }
     }

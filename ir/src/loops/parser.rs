@@ -423,6 +423,7 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                         "tanh" => UnOp::Tanh,
                         "sqrt" => UnOp::Sqrt,
                         "erf" => UnOp::Erf,
+                        "floor" => UnOp::Floor,
                         "float" => UnOp::ToFloat,
                         _ => UnOp::Neg,
                     },

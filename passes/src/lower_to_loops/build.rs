@@ -113,17 +113,100 @@ pub(super) fn unary_expr(u: UnaryOp, v: Expr) -> Expr {
                 ),
             ),
         ),
+        UnaryOp::Erf => Expr::unary(UnOp::Erf, v),
+        UnaryOp::Sqrt => Expr::unary(UnOp::Sqrt, v),
+        UnaryOp::Pow(e) => pow_expr(v, e),
         UnaryOp::Identity => v,
     }
 }
 
-pub(super) fn binary_op(b: BinaryOp) -> BinOp {
-    match b {
+/// `v^e` exactly where it can be: products by repeated squaring for an
+/// integer exponent (of either sign), a square root times that for a
+/// half-integer, `exp(e·log v)` otherwise (NaN for a negative `v`, as
+/// `powf` gives for a non-integer exponent).
+fn pow_expr(v: Expr, e: f32) -> Expr {
+    let mul = |a: Expr, b: Expr| Expr::bin(BinOp::Mul, a, b);
+    let integer_power = |base: Expr, n: u32| -> Expr {
+        let mut result: Option<Expr> = None;
+        let mut square = base;
+        let mut n = n;
+        while n > 0 {
+            if n & 1 == 1 {
+                result = Some(match result {
+                    None => square.clone(),
+                    Some(r) => mul(r, square.clone()),
+                });
+            }
+            n >>= 1;
+            if n > 0 {
+                square = mul(square.clone(), square);
+            }
+        }
+        result.unwrap_or(Expr::Float(1.0))
+    };
+    let magnitude = e.abs();
+    let twice = magnitude * 2.0;
+    let positive = if magnitude.fract() == 0.0 && magnitude <= 64.0 {
+        integer_power(v, magnitude as u32)
+    } else if twice.fract() == 0.0 && twice <= 64.0 {
+        let root = Expr::unary(UnOp::Sqrt, v.clone());
+        match magnitude as u32 {
+            0 => root,
+            n => mul(integer_power(v, n), root),
+        }
+    } else {
+        return Expr::unary(UnOp::Exp, mul(Expr::Float(e), Expr::unary(UnOp::Log, v)));
+    };
+    if e < 0.0 {
+        Expr::bin(BinOp::Div, Expr::Float(1.0), positive)
+    } else {
+        positive
+    }
+}
+
+pub(super) fn binary_expr(b: BinaryOp, x: Expr, y: Expr) -> Expr {
+    let op = match b {
         BinaryOp::Add => BinOp::Add,
         BinaryOp::Sub => BinOp::Sub,
         BinaryOp::Mul => BinOp::Mul,
         BinaryOp::Div => BinOp::Div,
-    }
+        BinaryOp::Pow => return power_expr(x, y),
+    };
+    Expr::bin(op, x, y)
+}
+
+/// `powf(x, y)` for an exponent known only at run time: `e^(y·ln|x|)`,
+/// negated for a negative `x` and an odd integer `y`, NaN for a negative
+/// `x` and a non-integer `y`, and 1 whenever `y` is 0.
+fn power_expr(x: Expr, y: Expr) -> Expr {
+    let select = |c: Expr, a: Expr, b: Expr| Expr::Select(Box::new(c), Box::new(a), Box::new(b));
+    let magnitude = Expr::bin(BinOp::Max, x.clone(), Expr::unary(UnOp::Neg, x.clone()));
+    let power = Expr::unary(
+        UnOp::Exp,
+        Expr::bin(BinOp::Mul, y.clone(), Expr::unary(UnOp::Log, magnitude)),
+    );
+    let is_integer = Expr::bin(BinOp::Eq, Expr::unary(UnOp::Floor, y.clone()), y.clone());
+    let half = Expr::bin(BinOp::Mul, y.clone(), Expr::Float(0.5));
+    let is_odd = Expr::bin(
+        BinOp::And,
+        is_integer.clone(),
+        Expr::bin(BinOp::Ne, Expr::unary(UnOp::Floor, half.clone()), half),
+    );
+    let negative_base = select(
+        is_integer,
+        select(is_odd, Expr::unary(UnOp::Neg, power.clone()), power.clone()),
+        Expr::Float(f32::NAN),
+    );
+    let signed = select(
+        Expr::bin(BinOp::Lt, x, Expr::Float(0.0)),
+        negative_base,
+        power,
+    );
+    select(
+        Expr::bin(BinOp::Eq, y, Expr::Float(0.0)),
+        Expr::Float(1.0),
+        signed,
+    )
 }
 
 /// The number of elements of `dims` as an `f32` expression: a constant when

@@ -23,7 +23,7 @@ mod ops;
 mod sparse;
 
 use crate::pass::PassError;
-use build::{binary_op, broadcast_index, load, nest, unary_expr, vars};
+use build::{binary_expr, broadcast_index, load, nest, unary_expr, vars};
 use lopper_ir::graph::NodeIndex;
 use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, Kernel, Module, ScalarType, Stmt};
 use lopper_ir::{Dim, Graph, Op, TensorType};
@@ -372,9 +372,9 @@ impl<'g> Lowering<'g> {
                     let (buf, ty) = self.operand(c, other_pos);
                     let other = load(&buf, broadcast_index(&ty, idx));
                     if other_pos == 1 {
-                        Expr::bin(binary_op(*b), r, other)
+                        binary_expr(*b, r, other)
                     } else {
-                        Expr::bin(binary_op(*b), other, r)
+                        binary_expr(*b, other, r)
                     }
                 }
                 _ => unreachable!("only elementwise ops are fused"),

@@ -34,8 +34,8 @@ impl Lowering<'_> {
             Op::Binary(b) => {
                 let (a, at) = self.operand(n, 0);
                 let (c, ct) = self.operand(n, 1);
-                let v = Expr::bin(
-                    binary_op(*b),
+                let v = binary_expr(
+                    *b,
                     load(&a, broadcast_index(&at, &idx)),
                     load(&c, broadcast_index(&ct, &idx)),
                 );
@@ -393,7 +393,10 @@ impl Lowering<'_> {
         };
         let coord = |o: &Expr, k: &str, axis: usize| {
             sub(
-                add(mul(o.clone(), int(p.stride[axis])), Expr::var(k)),
+                add(
+                    mul(o.clone(), int(p.stride[axis])),
+                    mul(Expr::var(k), int(p.dilation[axis])),
+                ),
                 int(p.padding[axis]),
             )
         };
