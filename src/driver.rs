@@ -39,8 +39,8 @@ fn read_text(path: &Path) -> Result<(String, String)> {
     Ok((file, source))
 }
 
-/// Reads a model: graph IR (`.gir`), loop IR (`.lir`), or the DSL for any
-/// other extension.
+/// Reads a model: graph IR (`.gir`), loop IR (`.lir`), ONNX (`.onnx`), or
+/// the DSL for any other extension.
 pub fn load_ir(path: &Path) -> Result<Ir> {
     let render = |file: &str, source: &str, d: Vec<lopper_ir::Diagnostic>| -> anyhow::Error {
         Rendered(lopper_ir::diagnostic::render(file, source, &d)).into()
@@ -58,13 +58,16 @@ pub fn load_ir(path: &Path) -> Result<Ir> {
                 .map(Ir::Loops)
                 .map_err(|d| render(&file, &source, d))
         }
+        Some("onnx") => lopper_frontend::onnx::load_onnx(path)
+            .map(Ir::Graph)
+            .map_err(|e| Rendered(e.render()).into()),
         _ => lopper_frontend::load_model(path)
             .map(Ir::Graph)
             .map_err(|e| Rendered(e.render()).into()),
     }
 }
 
-/// Reads a model that must still be a graph (`.lop` or `.gir`).
+/// Reads a model that must still be a graph (`.lop`, `.gir` or `.onnx`).
 pub fn load_graph(path: &Path) -> Result<Graph> {
     match load_ir(path)? {
         Ir::Graph(g) => Ok(g),

@@ -28,7 +28,7 @@ use std::process::ExitCode;
     name = "lopper",
     version,
     about = "A miniature deep-learning compiler that shows every step it takes",
-    long_about = "lopper reads a model written in its DSL (.lop) or IR text (.gir, .lir), \
+    long_about = "lopper reads a model written in its DSL (.lop), an ONNX model (.onnx) or IR text (.gir, .lir), \
 runs graph passes (shape inference, folding, simplification, ...), lowers it to \
 loop nests and compiles them to native code with Cranelift: in memory for `run` \
 and `eval`, or as a shared object with a C header for `compile`. Every stage \
@@ -44,7 +44,7 @@ struct Cli {
 enum Command {
     /// Parse, verify and infer shapes; print each op with its type and FLOPs, and the params.
     Check {
-        /// The model (.lop or .gir).
+        /// The model (.lop, .gir or .onnx).
         file: PathBuf,
         /// Bind a symbolic size for the totals, e.g. `--set batch=64` (repeatable).
         #[arg(long = "set", value_name = "NAME=SIZE")]
@@ -56,7 +56,7 @@ enum Command {
         after_help = "Examples:\n  lopper prune examples/mlp.lop --sparsity 0.9 -o mlp-90.safetensors\n  lopper prune examples/mlp.lop --method nm --n 2 --m 4 --report\n  lopper prune examples/mlp.lop --method structured --sparsity 0.5 -o mlp-half.safetensors   # also writes mlp-half.lop\n  lopper prune examples/mlp.lop --sparsity 0.9 --scope global --exclude fc3.weight --report\n\nThe same pruning runs inside a compilation with `--prune 'method=magnitude,sparsity=0.9'`."
     )]
     Prune {
-        /// The model (.lop or .gir).
+        /// The model (.lop, .gir or .onnx).
         file: PathBuf,
         /// magnitude (smallest |w|), nm (n of every m along the reduction),
         /// block (whole RxC blocks) or structured (whole neurons and filters).
@@ -102,9 +102,21 @@ enum Command {
         #[arg(long)]
         remarks: bool,
     },
+    /// Import an ONNX model: write the same model in lopper's language (.lop)
+    /// and its weights (.safetensors), so it can be read, edited and pruned.
+    Import {
+        /// The ONNX model (opset 13 or later).
+        file: PathBuf,
+        /// The model text to write (.lop).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Where the weights go (default: the output with `.safetensors`).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
     /// Run a pass pipeline on a model and print the resulting IR.
     Dump {
-        /// The model (.lop or .gir).
+        /// The model (.lop, .gir or .onnx).
         file: PathBuf,
         /// What to print: graph IR text or Graphviz.
         #[arg(long, value_enum, default_value_t = Emit::Gir)]
@@ -130,7 +142,7 @@ enum Command {
     },
     /// Run a model on inputs and print a summary of each output.
     Run {
-        /// The model (.lop, .gir, .lir) or a library built by `lopper compile` (.so).
+        /// The model (.lop, .gir, .lir, .onnx) or a library built by `lopper compile` (.so).
         file: PathBuf,
         /// An input: `NAME=FILE.safetensors[:TENSOR]` or `NAME=random:SEED` (repeatable).
         #[arg(long = "input", value_name = "NAME=SOURCE", required = true)]
@@ -157,7 +169,7 @@ enum Command {
     },
     /// Measure classification accuracy on a labelled data set, with a confusion matrix.
     Eval {
-        /// The model (.lop, .gir, .lir, or a compiled .so); its first output holds class scores.
+        /// The model (.lop, .gir, .lir, .onnx, or a compiled .so); its first output holds class scores.
         file: PathBuf,
         /// A safetensors file with inputs and integer labels.
         #[arg(long, value_name = "FILE")]
@@ -183,7 +195,7 @@ enum Command {
     },
     /// Measure compiled code: latency (median, min, max), GFLOP/s, fraction of peak, roofline.
     Bench {
-        /// The model (.lop, .gir or .lir).
+        /// The model (.lop, .gir, .lir or .onnx).
         file: PathBuf,
         /// Bind a symbolic size, e.g. `--set batch=64` (every size must be bound).
         #[arg(long = "set", value_name = "NAME=SIZE")]
@@ -218,7 +230,7 @@ enum Command {
     },
     /// Compile a model to a shared object (`libNAME.so`) and its C header (`NAME.h`).
     Compile {
-        /// The model (.lop, .gir or .lir).
+        /// The model (.lop, .gir, .lir or .onnx).
         file: PathBuf,
         /// The shared object to write; its name gives the entry point `NAME_run`.
         #[arg(short, long, value_name = "libNAME.so")]
@@ -516,6 +528,51 @@ fn run_inputs(
     Ok(inputs)
 }
 
+/// `lopper import`: the ONNX model as `.lop` text and a safetensors file of
+/// its weights, named in the text relative to the text's folder.
+fn import_command(file: &Path, output: &Path, weights: Option<&Path>) -> Result<()> {
+    if output.extension().is_none_or(|e| e != "lop") {
+        bail!("the output `{}` should end in .lop", output.display());
+    }
+    let g = load_graph(file)?;
+    let weights = weights.map_or_else(|| output.with_extension("safetensors"), Path::to_path_buf);
+    let out_dir = output.parent().unwrap_or(Path::new(""));
+    let reference = match weights.parent() {
+        Some(dir) if dir == out_dir => weights
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        _ => std::path::absolute(&weights)?.display().to_string(),
+    };
+    let written = lopper_frontend::writer::write_model(&g, &reference);
+    for dir in [out_dir, weights.parent().unwrap_or(Path::new(""))] {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow!("cannot create the folder `{}`: {e}", dir.display()))?;
+        }
+    }
+    let tensors: Vec<(String, &Tensor)> = written
+        .weights
+        .iter()
+        .map(|(n, t)| (n.clone(), t))
+        .collect();
+    lopper_runtime::write_tensors(&weights, &tensors)?;
+    std::fs::write(output, &written.text)
+        .map_err(|e| anyhow!("cannot write `{}`: {e}", output.display()))?;
+    let ops = g
+        .graph
+        .node_weights()
+        .filter(|n| !matches!(n.op, lopper_ir::Op::Input | lopper_ir::Op::Param(_)))
+        .count();
+    println!(
+        "wrote {} ({ops} ops) and {} ({} tensors)",
+        output.display(),
+        weights.display(),
+        tensors.len()
+    );
+    Ok(())
+}
+
 fn execute(command: Command) -> Result<()> {
     match command {
         Command::Check { file, set } => {
@@ -605,6 +662,11 @@ fn execute(command: Command) -> Result<()> {
                 remarks,
             })?;
         }
+        Command::Import {
+            file,
+            output,
+            weights,
+        } => import_command(&file, &output, weights.as_deref())?,
         Command::Dump {
             file,
             emit,

@@ -165,13 +165,18 @@ fn rewrite_model(model: &Path, g: &Graph, weights: &Path, out: &Path) -> Result<
             .with_context(|| format!("cannot write `{}`", out.display()))?;
         return Ok(());
     }
-    let source = std::fs::read_to_string(model)
-        .with_context(|| format!("cannot read `{}`", model.display()))?;
-    let shapes = param_shapes(g);
     let file_name = weights
         .file_name()
         .and_then(|f| f.to_str())
         .ok_or_else(|| anyhow!("`{}` has no file name", weights.display()))?;
+    if model.extension().is_some_and(|e| e == "onnx") {
+        let text = lopper_frontend::writer::write_model(g, file_name).text;
+        std::fs::write(out, text).with_context(|| format!("cannot write `{}`", out.display()))?;
+        return Ok(());
+    }
+    let source = std::fs::read_to_string(model)
+        .with_context(|| format!("cannot read `{}`", model.display()))?;
+    let shapes = param_shapes(g);
     let mut text = String::new();
     let mut has_weights = source
         .lines()

@@ -3,12 +3,15 @@
 //!
 //! [`load_model`] is the whole front end: read, parse, build, verify. Every
 //! error comes back as a located [`Diagnostic`]; the caller renders them with
-//! [`lopper_ir::diagnostic::render`]. ONNX import arrives with its own issue.
+//! [`lopper_ir::diagnostic::render`]. [`onnx::load_onnx`] reads ONNX models;
+//! [`writer::write_model`] writes a graph back as model text.
 #![deny(missing_docs)]
 
 pub mod ast;
 mod builder;
+pub mod onnx;
 mod parser;
+pub mod writer;
 
 pub use builder::build_graph;
 pub use parser::parse_model;

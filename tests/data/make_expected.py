@@ -10,10 +10,15 @@ onnxruntime, onnx, numpy and safetensors installed:
 Writes
   tests/data/ort/<model>.safetensors   {input, output} for the peer models in
                                        ../shared/peers/models (examples/*.lop mirror them)
+  tests/data/ort/onnx/<model>.safetensors  for every other peer model: {seed, output} or
+                                       {seed, output_sample, stride}: the input is lopper's
+                                       `random_tensor(shape, seed)` (SplitMix64, below), and a
+                                       large output is kept as every `stride`-th element
   tests/data/ops/<case>.safetensors    inputs, params and ORT's output for small
                                        one-op graphs built here with onnx.helper;
-                                       tests/data/ops/<case>.lop is the same graph in lopper's DSL
-Inputs are drawn from numpy's default_rng with fixed seeds.
+                                       tests/data/ops/<case>.lop is the same graph in lopper's DSL,
+                                       tests/data/ops/<case>.onnx the graph itself
+Inputs are drawn from numpy's default_rng with fixed seeds, or from SplitMix64.
 """
 import os
 
@@ -49,6 +54,43 @@ def peer_models():
         print(name, y.shape)
 
 
+def splitmix_uniform(n, seed):
+    """lopper_runtime::random_tensor: SplitMix64, 53-bit unit, scaled to [-1, 1)."""
+    mask = (1 << 64) - 1
+    state = seed
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+        out[i] = np.float32((z >> 11) / float(1 << 53) * 2.0 - 1.0)
+    return out
+
+
+def other_peer_models():
+    """The peer models the DSL examples do not mirror, for the ONNX importer's tests."""
+    os.makedirs(os.path.join(HERE, "ort", "onnx"), exist_ok=True)
+    names = ["gemm_256", "gemm_512", "gemm_1024", "matvec_784x300", "mlp_b1", "null_b1"]
+    for seed, name in enumerate(names):
+        path = os.path.join(PEERS, name + ".onnx")
+        model = onnx.load(path)
+        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        x = splitmix_uniform(int(np.prod(shape)), 500 + seed).reshape(shape)
+        with open(path, "rb") as f:
+            (y,) = run(f.read(), {"input": x})
+        tensors = {"seed": np.array([500 + seed], np.float32)}
+        if y.size <= 65536:
+            tensors["output"] = y
+        else:
+            stride = y.size // 4096 + 1
+            tensors["output_sample"] = np.ascontiguousarray(y.reshape(-1)[::stride])
+            tensors["stride"] = np.array([stride], np.float32)
+        save_file(tensors, os.path.join(HERE, "ort", "onnx", name + ".safetensors"))
+        print(name, y.shape)
+
+
 def vi(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
@@ -63,6 +105,7 @@ def op_case(name, nodes, inputs, params, extra_inits=()):
     model.ir_version = 8
     # No checker: the output shape is left for ORT to infer; ORT validates the graph.
     (y,) = run(model.SerializeToString(), inputs)
+    onnx.save(model, os.path.join(HERE, "ops", name + ".onnx"))
     tensors = dict(inputs)
     tensors.update(params)
     tensors["expected"] = y
@@ -112,4 +155,5 @@ def ops():
 
 if __name__ == "__main__":
     peer_models()
+    other_peer_models()
     ops()
