@@ -171,6 +171,191 @@ fn erf_gelu_pattern_becomes_gelu() {
     assert!(!ops.contains(&"erf"), "{ops:?}");
 }
 
+/// Symbolic input dims (`batch`, `N`, and a dim with no name) become
+/// symbolic sizes; the Shape-Gather-Concat-Reshape chain keeps `batch`
+/// symbolic; one compiled model serves batch 1 and 5 (ONNX Runtime's outputs).
+#[test]
+fn symbolic_dims_become_symbolic_sizes() {
+    let g = import(&common::root().join("tests/data/onnx/symbolic.onnx"));
+    let types: Vec<String> = g.inputs.iter().map(|&i| g.node(i).ty.to_string()).collect();
+    assert_eq!(types, ["f32[batch,3,8,8]", "f32[N,dim1]"]);
+    let reshape = g
+        .graph
+        .node_weights()
+        .find(|n| n.op.name() == "reshape")
+        .expect("the Reshape is imported");
+    assert_eq!(reshape.ty.to_string(), "f32[batch,36]");
+    let data = "tests/data/onnx/symbolic.safetensors";
+    for b in [1, 5] {
+        let feeds = HashMap::from([
+            ("x".to_string(), tensor(read(data, &format!("x_{b}")))),
+            ("z".to_string(), tensor(read(data, &format!("z_{b}")))),
+        ]);
+        for (backend, outputs) in ["interpreter", "cranelift"]
+            .iter()
+            .zip(run_both(&g, &feeds).unwrap())
+        {
+            assert_close(
+                &format!("probs b={b} ({backend})"),
+                &outputs[0].1,
+                &tensor(read(data, &format!("probs_{b}"))),
+                RTOL,
+                ATOL,
+            );
+            assert_close(
+                &format!("dev b={b} ({backend})"),
+                &outputs[1].1,
+                &tensor(read(data, &format!("dev_{b}"))),
+                RTOL,
+                ATOL,
+            );
+        }
+    }
+}
+
+/// Initializers in an external data file are read (Gemm with alpha and beta).
+#[test]
+fn external_data_is_read() {
+    let g = import(&common::root().join("tests/data/onnx/external.onnx"));
+    let data = "tests/data/onnx/external.safetensors";
+    let feeds = HashMap::from([("x".to_string(), tensor(read(data, "x")))]);
+    for (backend, outputs) in ["interpreter", "cranelift"]
+        .iter()
+        .zip(run_both(&g, &feeds).unwrap())
+    {
+        assert_close(
+            &format!("external ({backend})"),
+            &outputs[0].1,
+            &tensor(read(data, "y")),
+            RTOL,
+            ATOL,
+        );
+    }
+}
+
+/// The issue's acceptance command: `lopper compile lenet5_b1.onnx` gives a
+/// shared object whose output equals ONNX Runtime's.
+#[test]
+fn compiled_onnx_library_matches_onnx_runtime() {
+    let dir = common::scratch("onnx-lenet5");
+    let model = peers().join("lenet5_b1.onnx");
+    let lib = dir.join("liblenet5.so");
+    let (code, _, err) = common::lopper(
+        &common::root(),
+        &[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            lib.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("lenet5.h").exists());
+    let library = lopper_runtime::SharedModel::open(&lib).unwrap();
+    let data = "tests/data/ort/lenet5_b1.safetensors";
+    let feeds = HashMap::from([("input".to_string(), tensor(read(data, "input")))]);
+    let out = library.run(&feeds, &BTreeMap::new()).unwrap();
+    assert_close(
+        "liblenet5.so",
+        &out[0].1,
+        &tensor(read(data, "output")),
+        RTOL,
+        ATOL,
+    );
+}
+
+/// Every node as `name = op operands {attrs}: type`, params by type and
+/// values only (their sources differ: literal vs weights file).
+fn structure(g: &Graph) -> Vec<String> {
+    g.topo_order()
+        .unwrap()
+        .into_iter()
+        .map(|n| {
+            let node = g.node(n);
+            let operands: Vec<&str> = g
+                .operands(n)
+                .iter()
+                .map(|&o| g.node(o).name.as_str())
+                .collect();
+            let attrs = match &node.op {
+                lopper_ir::Op::Param(p) => {
+                    let bits: Vec<u32> = p.data.data.iter().map(|v| v.to_bits()).collect();
+                    format!(
+                        "{} values, bit sum {}",
+                        bits.len(),
+                        bits.iter().map(|&b| b as u64).sum::<u64>()
+                    )
+                }
+                op => format!("{:?}", op.attrs()),
+            };
+            format!(
+                "{} = {} {operands:?} {attrs}: {}",
+                node.name,
+                node.op.name(),
+                node.ty
+            )
+        })
+        .collect()
+}
+
+/// `lopper import` writes a `.lop` and its weights; compiling that `.lop`
+/// gives the same outputs as compiling the `.onnx` (the transformer: layer
+/// norm, split, 5-D transpose, GELU; the symbolic model: Shape-derived reshape).
+#[test]
+fn imported_text_compiles_to_the_same_outputs() {
+    let dir = common::scratch("onnx-import");
+    for (model, size) in [
+        (peers().join("transformer_b1.onnx"), None),
+        (
+            common::root().join("tests/data/onnx/symbolic.onnx"),
+            Some(3),
+        ),
+    ] {
+        let stem = model.file_stem().unwrap().to_string_lossy().into_owned();
+        let lop = dir.join(format!("{stem}.lop"));
+        let (code, out, err) = common::lopper(
+            &common::root(),
+            &[
+                "import",
+                model.to_str().unwrap(),
+                "-o",
+                lop.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("{stem}.safetensors")), "{out}");
+        let from_onnx = import(&model);
+        let from_text = common::load(lop.to_str().unwrap());
+        let (mut a, mut b) = (structure(&from_onnx), structure(&from_text));
+        a.sort();
+        b.sort();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{stem}: the same graph");
+        }
+        assert_eq!(a.len(), b.len(), "{stem}: the same graph");
+        let mut inputs = HashMap::new();
+        for &i in &from_onnx.inputs {
+            let bound = from_onnx
+                .node(i)
+                .ty
+                .shape
+                .0
+                .iter()
+                .map(|d| d.as_static().or(size).unwrap())
+                .collect();
+            inputs.insert(
+                from_onnx.node(i).name.clone(),
+                lopper_runtime::random_tensor(bound, 9),
+            );
+        }
+        let [_, a] = run_both(&from_onnx, &inputs).unwrap();
+        let [_, b] = run_both(&from_text, &inputs).unwrap();
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{stem} output {name}: .onnx and imported .lop differ");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- node tests
 
 fn node_dir() -> PathBuf {
@@ -399,4 +584,237 @@ fn onnx_node_tests() {
         totals[3],
         totals[2]
     );
+}
+
+// ---------------------------------------------------------------- malformed files
+
+fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> proto::ValueInfoProto {
+    proto::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(proto::TypeProto {
+            tensor_type: Some(proto::TensorTypeProto {
+                elem_type,
+                shape: Some(proto::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| proto::DimensionProto {
+                            value: Some(proto::Dimension::Value(d)),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> proto::NodeProto {
+    proto::NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A valid model: `y = relu(x @ w)` with `w` an initializer.
+fn small_model() -> proto::ModelProto {
+    let w = proto::TensorProto {
+        name: "w".into(),
+        dims: vec![4, 3],
+        data_type: proto::data_type::FLOAT,
+        float_data: (0..12).map(|i| i as f32 * 0.1).collect(),
+        ..Default::default()
+    };
+    proto::ModelProto {
+        ir_version: 8,
+        opset_import: vec![proto::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(proto::GraphProto {
+            name: "small".into(),
+            node: vec![
+                node("MatMul", "mm", &["x", "w"], &["h"]),
+                node("Relu", "act", &["h"], &["y"]),
+            ],
+            initializer: vec![w],
+            input: vec![value_info("x", proto::data_type::FLOAT, &[2, 4])],
+            output: vec![value_info("y", proto::data_type::FLOAT, &[2, 3])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Writes `bytes` as a model file and runs `lopper check` on it: the exit
+/// code (1, never a panic's 101) and the error text.
+fn check_file(dir: &Path, name: &str, bytes: &[u8]) -> (i32, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let (code, _, err) = common::lopper(dir, &["check", name]);
+    (code, err)
+}
+
+#[test]
+fn malformed_onnx_files_get_clear_errors() {
+    let dir = common::scratch("onnx-malformed");
+    let valid = small_model().encode_to_vec();
+    let (code, err) = check_file(&dir, "valid.onnx", &valid);
+    assert_eq!(code, 0, "{err}");
+
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.onnx",
+            valid[..valid.len() / 2].to_vec(),
+            "is not a valid ONNX model (protobuf decoding failed",
+        ),
+        (
+            "text.onnx",
+            b"model m { }".to_vec(),
+            "not a valid ONNX model",
+        ),
+    ];
+    let mut edit =
+        |name: &'static str, expect: &'static str, f: &dyn Fn(&mut proto::ModelProto)| {
+            let mut m = small_model();
+            f(&mut m);
+            cases.push((name, m.encode_to_vec(), expect));
+        };
+    edit(
+        "int_input.onnx",
+        "graph input `x` has element type INT32; lopper computes in FLOAT (f32)",
+        &|m| {
+            m.graph.as_mut().unwrap().input[0] = value_info("x", proto::data_type::INT32, &[2, 4]);
+        },
+    );
+    edit(
+        "short_data.onnx",
+        "initializer `w` holds 11 values but its shape [4, 3] needs 12",
+        &|m| {
+            m.graph.as_mut().unwrap().initializer[0].float_data.pop();
+        },
+    );
+    edit(
+        "raw_data.onnx",
+        "initializer `w` holds 7 bytes of data but its shape [4, 3] of FLOAT needs 48",
+        &|m| {
+            let w = &mut m.graph.as_mut().unwrap().initializer[0];
+            w.float_data.clear();
+            w.raw_data = vec![0; 7];
+        },
+    );
+    edit(
+        "string_tensor.onnx",
+        "initializer `w` has element type STRING (8)",
+        &|m| {
+            m.graph.as_mut().unwrap().initializer[0].data_type = 8;
+        },
+    );
+    edit("missing_initializer.onnx", "node `mm` (MatMul): reads `w`, which no node before it, graph input or initializer defines", &|m| {
+        m.graph.as_mut().unwrap().initializer.clear();
+    });
+    edit(
+        "dangling_output.onnx",
+        "output `z` is not computed by any node",
+        &|m| {
+            m.graph.as_mut().unwrap().output[0].name = "z".into();
+        },
+    );
+    edit(
+        "node_order.onnx",
+        "node `act` (Relu): reads `h`, which no node before it",
+        &|m| {
+            m.graph.as_mut().unwrap().node.reverse();
+        },
+    );
+    edit(
+        "old_opset.onnx",
+        "the model uses ONNX opset 9; lopper reads opsets 13 and up",
+        &|m| {
+            m.opset_import[0].version = 9;
+        },
+    );
+    edit("no_graph.onnx", "the model has no graph", &|m| {
+        m.graph = None
+    });
+    edit("wrong_shape.onnx", "node `mm` (MatMul): matmul", &|m| {
+        m.graph.as_mut().unwrap().input[0] = value_info("x", proto::data_type::FLOAT, &[2, 5]);
+    });
+    edit(
+        "attribute_type.onnx",
+        "attribute `perm` should be INTS (type 7), found type 1",
+        &|m| {
+            let mut t = node("Transpose", "t", &["y"], &["yt"]);
+            t.attribute.push(proto::AttributeProto {
+                name: "perm".into(),
+                r#type: 1,
+                f: 1.0,
+                ..Default::default()
+            });
+            let g = m.graph.as_mut().unwrap();
+            g.node.push(t);
+            g.output[0].name = "yt".into();
+        },
+    );
+    edit("external_missing.onnx", "has external data in", &|m| {
+        let w = &mut m.graph.as_mut().unwrap().initializer[0];
+        w.float_data.clear();
+        w.data_location = 1;
+        w.external_data = vec![proto::StringStringEntryProto {
+            key: "location".into(),
+            value: "nowhere.bin".into(),
+        }];
+    });
+    edit("external_escape.onnx", "outside the model's folder", &|m| {
+        let w = &mut m.graph.as_mut().unwrap().initializer[0];
+        w.float_data.clear();
+        w.data_location = 1;
+        w.external_data = vec![proto::StringStringEntryProto {
+            key: "location".into(),
+            value: "../../etc/passwd".into(),
+        }];
+    });
+    for (name, bytes, expect) in cases {
+        let (code, err) = check_file(&dir, name, &bytes);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(
+            err.contains(expect),
+            "{name}: expected `{expect}` in:\n{err}"
+        );
+        assert!(
+            err.contains(name),
+            "{name}: the error names the file:\n{err}"
+        );
+    }
+}
+
+/// One error lists every node of an unsupported operator, with its name,
+/// domain and opset, not only the first.
+#[test]
+fn unsupported_operators_are_listed_together() {
+    let dir = common::scratch("onnx-unsupported");
+    let mut m = small_model();
+    m.opset_import.push(proto::OperatorSetIdProto {
+        domain: "com.example".into(),
+        version: 2,
+    });
+    let g = m.graph.as_mut().unwrap();
+    g.node.push(node("Resize", "up", &["y"], &["r"]));
+    g.node.push(node("LSTM", "", &["r"], &["l"]));
+    let mut custom = node("FancyOp", "fancy", &["l"], &["f"]);
+    custom.domain = "com.example".into();
+    g.node.push(custom);
+    g.output[0].name = "f".into();
+    let (code, err) = check_file(&dir, "unsupported.onnx", &m.encode_to_vec());
+    assert_eq!(code, 1, "{err}");
+    for expect in [
+        "the model uses 3 node(s) of operators lopper does not import",
+        "node `up`: Resize (opset 17)",
+        "node #3: LSTM (opset 17)",
+        "node `fancy`: com.example::FancyOp (opset 2)",
+        "supported: Add, AveragePool",
+    ] {
+        assert!(err.contains(expect), "expected `{expect}` in:\n{err}");
+    }
 }

@@ -7,7 +7,7 @@
 //! gives back the same graph. Names must already be names of the language
 //! (the ONNX importer makes them so).
 
-use lopper_ir::graph::{AttrValue, Op};
+use lopper_ir::graph::Op;
 use lopper_ir::{Graph, Tensor};
 use std::fmt::Write;
 
@@ -56,7 +56,7 @@ pub fn write_model(g: &Graph, weights_file: &str) -> WrittenModel {
             .op
             .attrs()
             .into_iter()
-            .map(|(k, v)| format!("{k} = {}", attr_text(&v)))
+            .map(|(k, v)| format!("{k} = {v}"))
             .collect();
         let args = [operands, attrs].concat().join(", ");
         let output = g
@@ -83,18 +83,4 @@ pub fn write_model(g: &Graph, weights_file: &str) -> WrittenModel {
     }
     text.push_str("}\n");
     WrittenModel { text, weights }
-}
-
-/// An attribute as the language writes it (negative numbers with a sign,
-/// floats so that they read back to the same value).
-fn attr_text(v: &AttrValue) -> String {
-    match v {
-        AttrValue::List(items) => {
-            let parts: Vec<String> = items.iter().map(attr_text).collect();
-            format!("[{}]", parts.join(", "))
-        }
-        AttrValue::Float(f) => format!("{f:e}"),
-        AttrValue::Float32(f) => format!("{f:e}"),
-        other => other.to_string(),
-    }
 }

@@ -38,6 +38,8 @@ pub const SHAPE_CASES: &[(&str, &str, &[usize])] = &[
     ("batch_norm_2d", "input x: f32[b, 5]\n param s: f32[5] = uniform(0.5, 2, seed = 11)\n param c: f32[5] = zeros()\n param m: f32[5] = normal(0, 1, seed = 12)\n param v: f32[5] = uniform(0.5, 2, seed = 13)\n output y = batch_norm(x, s, c, m, v)", &[1, 3]),
     ("broadcast_arith", "input x: f32[b, 7, 1]\n input z: f32[1, 5]\n param k: f32[5] = uniform(1, 2, seed = 14)\n output y = (x - z) * 2 / k + exp(-x)", &[1, 3]),
     ("gelu_scalar_ops", "input x: f32[b, 7]\n output y = gelu(x * 3) - 0.5", &[1, 3]),
+    ("pow_erf_sqrt", "input x: f32[b, 7]\n input z: f32[b, 7]\n output y = pow(x, exponent = 3) + pow(x * x + 1, exponent = -0.5) + pow(x * x, exponent = 1.3) + sqrt(x * x) + erf(x * 2)\n output p = pow(x * x + 0.5, z * 3) + pow(x, z * 0 + 3) - pow(x, z * 0 - 2)", &[1, 3]),
+    ("pool_dilated", "input x: f32[b, 2, 9, 8]\n output y = max_pool2d(x, kernel = 3, stride = [2, 1], dilation = [2, 3], padding = [1, 2, 2, 1]) + avg_pool2d(x, kernel = 3, stride = [2, 1], dilation = [2, 3], padding = [1, 2, 2, 1])", &[1, 3]),
     ("reduce_keep", "input x: f32[b, 4, 7]\n output s = sum(x, axes = [1])\n output m = mean(x, axes = [0, 2], keepdims = true)\n output x2 = max(x, axis = -1, keepdims = true)", &[1, 3]),
     ("concat_slice", "input x: f32[b, 3, 5]\n input z: f32[b, 4, 5]\n let c = concat(x, z, axis = 1)\n output y = slice(c, axis = 1, start = 2, end = -1) * 2", &[1, 3]),
     ("transpose_reshape", "input x: f32[b, 3, 4, 5]\n let t = transpose(x, perm = [0, 3, 1, 2])\n output y = reshape(t, shape = [b, 5, -1]) + 1", &[1, 3]),

@@ -14,6 +14,12 @@ Writes
                                        {seed, output_sample, stride}: the input is lopper's
                                        `random_tensor(shape, seed)` (SplitMix64, below), and a
                                        large output is kept as every `stride`-th element
+  tests/data/onnx/symbolic.onnx        a conv net with a symbolic batch (`batch`, and `N` / unknown
+                                       dims on a second input), a Shape-Gather-Concat-Reshape
+                                       chain and a Gemm; symbolic.safetensors: inputs and ORT's
+                                       outputs at batch 1 and 5
+  tests/data/onnx/external.onnx        a Gemm whose weights live in external.onnx.data
+                                       (ONNX external data); external.safetensors: input, output
   tests/data/ops/<case>.safetensors    inputs, params and ORT's output for small
                                        one-op graphs built here with onnx.helper;
                                        tests/data/ops/<case>.lop is the same graph in lopper's DSL,
@@ -91,6 +97,67 @@ def other_peer_models():
         print(name, y.shape)
 
 
+def onnx_models():
+    """Models that exercise the ONNX importer beyond the peers: symbolic dims, external data."""
+    out = os.path.join(HERE, "onnx")
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(11)
+    u = lambda *s: rng.uniform(-1, 1, size=s).astype(np.float32)
+    n = helper.make_node
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    inits = [numpy_helper.from_array(u(4, 3, 3, 3), "conv.weight"),
+             numpy_helper.from_array(u(4), "conv.bias"),
+             numpy_helper.from_array(u(10, 36), "fc.weight"),
+             numpy_helper.from_array(u(10), "fc.bias"),
+             i64("zero", [0]), i64("minus_one", [-1])]
+    nodes = [
+        n("Conv", ["x", "conv.weight", "conv.bias"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        n("Relu", ["c"], ["r"]),
+        n("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[1, 1], ceil_mode=1),
+        n("Shape", ["p"], ["s"]),
+        n("Gather", ["s", "zero"], ["b"], axis=0),
+        n("Concat", ["b", "minus_one"], ["target"], axis=0),
+        n("Reshape", ["p", "target"], ["flat"]),
+        n("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], transB=1),
+        n("Softmax", ["logits"], ["probs"], axis=-1),
+        n("ReduceMean", ["z", "axes"], ["zm"], keepdims=0),
+        n("Unsqueeze", ["zm", "axes"], ["zu"]),
+        n("Sub", ["z", "zu"], ["centered"]),
+        n("Pow", ["centered", "two"], ["sq"]),
+        n("Sqrt", ["sq"], ["dev"]),
+    ]
+    inits += [i64("axes", [1]), numpy_helper.from_array(np.array(2.0, np.float32), "two")]
+    graph = helper.make_graph(
+        nodes, "symbolic",
+        [vi("x", ["batch", 3, 8, 8]), vi("z", ["N", None])],
+        [vi("probs", ["batch", 10]), vi("dev", ["N", None])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(out, "symbolic.onnx"))
+    tensors = {}
+    for b in (1, 5):
+        x, z = u(b, 3, 8, 8), u(b + 2, 6)
+        probs, dev = run(model.SerializeToString(), {"x": x, "z": z})
+        tensors.update({f"x_{b}": x, f"z_{b}": z, f"probs_{b}": probs, f"dev_{b}": dev})
+    save_file(tensors, os.path.join(out, "symbolic.safetensors"))
+    print("symbolic", list(tensors))
+
+    graph = helper.make_graph(
+        [n("Gemm", ["x", "w", "c"], ["y"], transB=1, alpha=0.5, beta=2.0)], "external",
+        [vi("x", [2, 16])], [vi("y", [2, 8])],
+        [numpy_helper.from_array(u(8, 16), "w"), numpy_helper.from_array(u(8), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = os.path.join(out, "external.onnx")
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="external.onnx.data", size_threshold=0)
+    x = u(2, 16)
+    (y,) = run(path, {"x": x})
+    save_file({"x": x, "y": y}, os.path.join(out, "external.safetensors"))
+    print("external", y.shape)
+
+
 def vi(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
@@ -156,4 +223,5 @@ def ops():
 if __name__ == "__main__":
     peer_models()
     other_peer_models()
+    onnx_models()
     ops()

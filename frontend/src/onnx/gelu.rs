@@ -5,13 +5,13 @@
 //! Only chains whose intermediate values have no other use are rewritten,
 //! so the result is the same function; the constants must be the exact
 //! `f32` values (within one rounding) of 1/√2 (or √2 for a division), 1 and
-//! 0.5. Dead nodes left behind are removed.
+//! 0.5.
 
 use lopper_ir::graph::{BinaryOp, NodeIndex, Op, UnaryOp};
 use lopper_ir::Graph;
 
-/// Rewrites every GELU pattern in `g`.
-pub fn fuse_gelu(g: &mut Graph) {
+/// Rewrites every GELU pattern in `g`; returns whether one was found.
+pub fn fuse_gelu(g: &mut Graph) -> bool {
     let erfs: Vec<NodeIndex> = g
         .graph
         .node_indices()
@@ -29,9 +29,7 @@ pub fn fuse_gelu(g: &mut Graph) {
             changed = true;
         }
     }
-    if changed {
-        remove_dead(g);
-    }
+    changed
 }
 
 fn is_scalar(g: &Graph, n: NodeIndex, value: f32) -> bool {
@@ -95,21 +93,4 @@ fn match_gelu(g: &Graph, erf: NodeIndex) -> Option<(NodeIndex, NodeIndex)> {
     // (x · 0.5) · (1 + erf)
     let c = other_operand(g, factor, BinaryOp::Mul, x)?;
     (is_scalar(g, c, 0.5) && only_user(g, factor) == Some(product)).then_some((x, product))
-}
-
-/// Removes nodes (not inputs) that nothing uses and no output names.
-fn remove_dead(g: &mut Graph) {
-    loop {
-        let dead: Vec<NodeIndex> = g
-            .graph
-            .node_indices()
-            .filter(|&n| g.node(n).op != Op::Input && !g.is_output(n) && g.users(n).is_empty())
-            .collect();
-        if dead.is_empty() {
-            return;
-        }
-        for n in dead {
-            g.remove(n);
-        }
-    }
 }

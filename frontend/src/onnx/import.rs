@@ -127,6 +127,11 @@ pub fn import_model(
     model_dir: &Path,
 ) -> std::result::Result<Graph, Vec<Diagnostic>> {
     let bare = |m: String| vec![Diagnostic::bare(m)];
+    if model.graph.is_none() && model.opset_import.is_empty() {
+        return Err(bare(
+            "not a valid ONNX model: it has no graph and imports no opset".into(),
+        ));
+    }
     let opset = model
         .opset_import
         .iter()
@@ -157,6 +162,8 @@ pub fn import_model(
     };
     im.import(graph, model_dir).map_err(bare)?;
     super::gelu::fuse_gelu(&mut im.g);
+    // Constants that only fed shapes or attributes (and GELU's leftovers).
+    remove_dead(&mut im.g);
     lopper_ir::graph::verify(&im.g).map_err(|errs| {
         errs.into_iter()
             .map(|e| {
@@ -167,6 +174,23 @@ pub fn import_model(
             .collect::<Vec<_>>()
     })?;
     Ok(im.g)
+}
+
+/// Removes nodes (not inputs) that nothing uses and no output names.
+fn remove_dead(g: &mut Graph) {
+    loop {
+        let dead: Vec<NodeIndex> = g
+            .graph
+            .node_indices()
+            .filter(|&n| g.node(n).op != Op::Input && !g.is_output(n) && g.users(n).is_empty())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        for n in dead {
+            g.remove(n);
+        }
+    }
 }
 
 /// One error naming every node whose operator lopper does not map.
