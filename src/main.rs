@@ -1188,6 +1188,13 @@ fn evaluate_accuracy(model: &Runnable, data: &Path, x: &str, y: &str) -> Result<
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as with other Unix tools,
+    // rather than with a panic on the failed write.
+    // SAFETY: restoring the default disposition of one signal before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use common::{lopper, root, scratch};
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["check", "dump", "opt", "run", "eval", "passes"] {
+    for sub in ["check", "import", "dump", "opt", "run", "eval", "passes"] {
         let (code, out, _) = lopper(&root(), &[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("Usage: lopper"), "{sub} --help:\n{out}");
@@ -376,4 +376,22 @@ fn compile_emits_the_requested_files() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("invalid value 'exe'"), "{err}");
+}
+
+/// Output piped into a reader that stops early (`lopper dump | head`) ends
+/// the process quietly, without a panic.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lopper"))
+        .args(["dump", "examples/transformer.lop"])
+        .current_dir(common::root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }
