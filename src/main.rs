@@ -250,6 +250,35 @@ enum Command {
     },
     /// List every pass with its description and options.
     Passes,
+    /// Differential testing: generate random valid models from seeds, run each
+    /// on the reference interpreter, Cranelift and (when built) LLVM at -O0 and
+    /// -O2, pruned or not, and report any disagreement with a minimized model.
+    FuzzDiff {
+        /// How many models (seeds) to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Print each model's text instead of running it.
+        #[arg(long)]
+        show: bool,
+        /// Leave out LLVM even when it is built.
+        #[arg(long)]
+        no_llvm: bool,
+        /// Leave out the pruned variants.
+        #[arg(long)]
+        no_prune: bool,
+        /// Compile with bounds checks in the generated code.
+        #[arg(long)]
+        bounds_check: bool,
+        /// Threads running models at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: u64,
+        /// Write each minimized failing model here (`seed-N.lop`).
+        #[arg(long, value_name = "DIR")]
+        failures: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -573,6 +602,83 @@ fn import_command(file: &Path, output: &Path, weights: Option<&Path>) -> Result<
     Ok(())
 }
 
+/// `lopper fuzz-diff`: runs the models of `seeds` (split over `jobs`
+/// threads), prints progress and each failure with its minimized model.
+fn fuzz_diff(
+    seeds: std::ops::Range<u64>,
+    show: bool,
+    config: &lopper_modelgen::Config,
+    jobs: u64,
+    failures_dir: Option<&Path>,
+) -> Result<()> {
+    if show {
+        for seed in seeds {
+            print!("// seed {seed}\n{}", lopper_modelgen::generate(seed).text());
+        }
+        return Ok(());
+    }
+    let total = seeds.end - seeds.start;
+    let started = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let ops = std::sync::atomic::AtomicU64::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for job in 0..jobs {
+            let (done, ops, failed, seeds) = (&done, &ops, &failed, seeds.clone());
+            scope.spawn(move || {
+                for seed in seeds.filter(|s| s % jobs == job) {
+                    let model = lopper_modelgen::generate(seed);
+                    ops.fetch_add(model.ops() as u64, std::sync::atomic::Ordering::Relaxed);
+                    if let Err(failure) = lopper_modelgen::differential(&model.text(), seed, config)
+                    {
+                        let small = lopper_modelgen::minimize(&model, |m| {
+                            lopper_modelgen::differential(&m.text(), seed, config).is_err()
+                        });
+                        let again = lopper_modelgen::differential(&small.text(), seed, config)
+                            .err()
+                            .unwrap_or(failure.clone());
+                        eprintln!(
+                            "seed {seed}: {failure}\nminimized ({} ops; {again}):\n{}",
+                            small.ops(),
+                            small.text()
+                        );
+                        failed
+                            .lock()
+                            .expect("no panic holds the lock")
+                            .push((seed, small.text()));
+                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n % 100 == 0 || n == total {
+                        eprintln!(
+                            "[{n}/{total}] models, {:.0} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().expect("no panic holds the lock");
+    if let Some(dir) = failures_dir {
+        std::fs::create_dir_all(dir)?;
+        for (seed, text) in &failed {
+            std::fs::write(dir.join(format!("seed-{seed}.lop")), text)?;
+        }
+    }
+    println!(
+        "{total} models ({} ops) from seed {}: {} failed, {:.1} s",
+        ops.into_inner(),
+        seeds.start,
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        let list: Vec<String> = failed.iter().map(|(s, _)| s.to_string()).collect();
+        bail!("failing seeds: {}", list.join(", "));
+    }
+    Ok(())
+}
+
 fn execute(command: Command) -> Result<()> {
     match command {
         Command::Check { file, set } => {
@@ -791,6 +897,30 @@ fn execute(command: Command) -> Result<()> {
                     println!("wrote {}", path.display());
                 }
             }
+        }
+        Command::FuzzDiff {
+            seeds,
+            start,
+            show,
+            no_llvm,
+            no_prune,
+            bounds_check,
+            jobs,
+            failures,
+        } => {
+            let config = lopper_modelgen::Config {
+                llvm: cfg!(feature = "llvm") && !no_llvm,
+                prune: !no_prune,
+                bounds_check,
+                ..Default::default()
+            };
+            fuzz_diff(
+                start..start + seeds,
+                show,
+                &config,
+                jobs.max(1),
+                failures.as_deref(),
+            )?;
         }
         Command::Passes => {
             for p in PASSES {

@@ -110,7 +110,7 @@ fn plan(g: &Graph, w: &Weight) -> Result<Plan, String> {
                 }
                 cuts.push((p, dim, 1));
             }
-            Op::BatchNorm { .. } if user_ops[0] == current => {
+            Op::BatchNorm { .. } if user_ops[0] == current && channel_axis == 1 => {
                 for &s in &user_ops[1..] {
                     cuts.push((own_param(g, s, user)?, 0, 1));
                 }
@@ -122,12 +122,16 @@ fn plan(g: &Graph, w: &Weight) -> Result<Plan, String> {
                     .map(|d| d.as_static().ok_or("a symbolic image size"))
                     .product::<Result<usize, _>>()?;
             }
-            Op::Linear if user_ops[0] == current => {
+            // The next layer's inputs must be the channels: a linear reads
+            // the last dim, a conv2d dim 1.
+            Op::Linear if user_ops[0] == current && channel_axis + 1 == rank => {
                 let next = own_param(g, user_ops[1], user)?;
                 cuts.push((next, 1, spatial));
                 return Ok(Plan { cuts, channels });
             }
-            Op::Conv2d(c) if user_ops[0] == current && c.groups == 1 && spatial == 1 => {
+            Op::Conv2d(c)
+                if user_ops[0] == current && c.groups == 1 && spatial == 1 && channel_axis == 1 =>
+            {
                 let next = own_param(g, user_ops[1], user)?;
                 cuts.push((next, 1, 1));
                 return Ok(Plan { cuts, channels });
