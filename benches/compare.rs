@@ -103,7 +103,8 @@ fn gemm(m: usize, k: usize, n: usize, rounds: usize) {
         &[("seed".to_string(), lopper_ir::graph::op::AttrValue::Int(3))],
     )
     .expect("initializer")
-    .generate(&[k, n]);
+    .generate(&[k, n])
+    .expect("a small matrix");
     let inputs = HashMap::from([("a".to_string(), a.clone())]);
     let mut bound = jit.bind(&inputs, &BTreeMap::new()).expect("bind");
     let mut c = vec![0.0f32; m * n];

@@ -317,11 +317,17 @@ impl Builder<'_> {
                 };
                 let (named, spans) = self.named_args(&callee.name, arg_names, args)?;
                 match Initializer::from_args(&callee.name, &named) {
-                    Ok(init) => Some(Param {
-                        data: Arc::new(init.generate(&shape)),
-                        source: ParamSource::Init(init),
-                        sparsity: None,
-                    }),
+                    Ok(init) => match init.generate(&shape) {
+                        Ok(data) => Some(Param {
+                            data: Arc::new(data),
+                            source: ParamSource::Init(init),
+                            sparsity: None,
+                        }),
+                        Err(message) => {
+                            self.error(callee.span.clone(), message, "too many values");
+                            None
+                        }
+                    },
                     Err(e) => {
                         let at = e
                             .attr

@@ -68,6 +68,11 @@ fn windows(node: &NodeProto, kernel: &[usize], input: &[Dim]) -> Result<Vec<Wind
     };
     let strides = list("strides", 1, n)?;
     let dilations = list("dilations", 1, n)?;
+    for (name, values) in [("kernel_shape", kernel), ("strides", &strides[..]), ("dilations", &dilations[..])] {
+        if values.contains(&0) {
+            return Err(format!("`{name}` holds 0; it must be positive"));
+        }
+    }
     let pads = list("pads", 0, 2 * n)?;
     let auto_pad = at.string("auto_pad", "NOTSET")?;
     let mut out = Vec::new();
@@ -300,6 +305,9 @@ fn pool(im: &mut Importer, node: &NodeProto, out: &str) -> Result<NodeIndex> {
                 .map(|i| cells(0, n as i64, i) / cells(lo, lo + padded as i64, i))
                 .collect(),
         );
+    }
+    if factors.iter().map(Vec::len).product::<usize>() > 1 << 24 {
+        return Err("`count_include_pad` over more than 2^24 output positions".into());
     }
     let mut scale = vec![1.0f32];
     for f in &factors {

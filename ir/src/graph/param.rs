@@ -162,9 +162,17 @@ impl Initializer {
         }
     }
 
-    /// Generates the values for a static shape.
-    pub fn generate(&self, shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
+    /// Generates the values for a static shape, refusing more than
+    /// [`MAX_INITIALIZED_ELEMENTS`].
+    pub fn generate(&self, shape: &[usize]) -> Result<Tensor, String> {
+        let n = crate::tensor::checked_numel(shape)
+            .filter(|&n| n <= MAX_INITIALIZED_ELEMENTS)
+            .ok_or_else(|| {
+                format!(
+                    "an initializer makes at most {MAX_INITIALIZED_ELEMENTS} values (256 MiB); \
+                     larger weights belong in a weights file"
+                )
+            })?;
         let data = match self {
             Initializer::Zeros => vec![0.0; n],
             Initializer::Ones => vec![1.0; n],
@@ -185,12 +193,15 @@ impl Initializer {
                 (0..n).map(|_| (std * rng.normal()) as f32).collect()
             }
         };
-        Tensor {
+        Ok(Tensor {
             shape: shape.to_vec(),
             data,
-        }
+        })
     }
 }
+
+/// The most values an initializer generates: 2^26 (256 MiB of f32).
+pub const MAX_INITIALIZED_ELEMENTS: usize = 1 << 26;
 
 /// A small seeded generator (SplitMix64): reproducible on every platform.
 #[derive(Clone, Debug)]
@@ -525,8 +536,9 @@ impl Param {
             let args: Vec<(String, AttrValue)> =
                 attrs.iter().filter(|(k, _)| k != "init").cloned().collect();
             let init = Initializer::from_args(&name, &args)?;
+            let data = init.generate(&shape).map_err(|m| err(Some("init"), m))?;
             return Ok(Param {
-                data: Arc::new(init.generate(&shape)),
+                data: Arc::new(data),
                 source: ParamSource::Init(init),
                 sparsity: None,
             });

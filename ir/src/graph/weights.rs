@@ -43,6 +43,12 @@ impl WeightFiles {
     fn bytes(&mut self, path: &str) -> Result<&[u8], WeightError> {
         if !self.files.contains_key(path) {
             self.unreadable.insert(path.to_string());
+            // A device or a pipe could be endless: only regular files.
+            if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+                return Err(WeightError(format!(
+                    "weights file `{path}` is not a regular file"
+                )));
+            }
             let bytes = std::fs::read(path)
                 .map_err(|e| WeightError(format!("cannot read weights file `{path}`: {e}")))?;
             SafeTensors::deserialize(&bytes).map_err(|e| {
