@@ -376,6 +376,11 @@ struct PipelineArgs {
     /// `--set`. Sparse kernels pay at lower sparsity on larger batches.
     #[arg(long, value_name = "ROWS", conflicts_with = "passes")]
     tune_batch: Option<usize>,
+    /// Check every load and store of the generated code against its
+    /// buffer's extents at run time: an out-of-bounds access prints the
+    /// kernel and the buffer and aborts (a test mode; slower code).
+    #[arg(long)]
+    bounds_check: bool,
     /// Vector lanes of the backend the loops are scheduled for (set from
     /// `--backend`, not a flag of its own).
     #[arg(skip = 4u32)]
@@ -882,8 +887,8 @@ fn execute(command: Command) -> Result<()> {
             };
             let level = llvm_level(&pipeline);
             let compiled = match backend {
-                Backend::Llvm => compile_llvm(&m, level)?,
-                _ => lopper_backends::cranelift::compile_jit(&m)?,
+                Backend::Llvm => compile_llvm(&m, level, pipeline.bounds_check)?,
+                _ => lopper_backends::cranelift::compile_jit_with(&m, pipeline.bounds_check)?,
             };
             let report = bench::bench_module(&m, &compiled, &sizes, &options)?;
             if json {
@@ -940,6 +945,7 @@ fn execute_on(
     ir: &Ir,
     inputs: &HashMap<String, Tensor>,
     sizes: &std::collections::BTreeMap<String, usize>,
+    bounds_check: bool,
 ) -> Result<Vec<(String, Tensor)>> {
     match (backend, ir) {
         (Backend::Interpreter, _) => execute_ir(ir, inputs, sizes),
@@ -948,7 +954,7 @@ fn execute_on(
             let declared: Vec<(&str, &lopper_ir::TensorType)> =
                 declared.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let bound = lopper_runtime::bind_sizes(&declared, inputs, sizes)?;
-            let jit = lopper_backends::cranelift::compile_jit(m)?;
+            let jit = lopper_backends::cranelift::compile_jit_with(m, bounds_check)?;
             Ok(jit.run(inputs, &bound)?)
         }
         (Backend::Llvm, Ir::Loops(m)) => {
@@ -956,7 +962,7 @@ fn execute_on(
             let declared: Vec<(&str, &lopper_ir::TensorType)> =
                 declared.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let bound = lopper_runtime::bind_sizes(&declared, inputs, sizes)?;
-            let jit = compile_llvm(m, 3)?;
+            let jit = compile_llvm(m, 3, bounds_check)?;
             Ok(jit.run(inputs, &bound)?)
         }
         (_, Ir::Graph(_)) => {
@@ -969,14 +975,19 @@ fn execute_on(
 fn compile_llvm(
     m: &lopper_ir::loops::Module,
     opt: u8,
+    bounds_check: bool,
 ) -> Result<lopper_backends::cranelift::JitModule> {
     #[cfg(feature = "llvm")]
     {
-        Ok(lopper_backends::llvm::compile_jit(m, opt)?)
+        Ok(lopper_backends::llvm::compile_jit_with(
+            m,
+            opt,
+            bounds_check,
+        )?)
     }
     #[cfg(not(feature = "llvm"))]
     {
-        let _ = (m, opt);
+        let _ = (m, opt, bounds_check);
         bail!("this lopper was built without LLVM; rebuild with `--features llvm`")
     }
 }
@@ -1183,7 +1194,13 @@ fn build_artifact(
         #[cfg(feature = "llvm")]
         Backend::Llvm => {
             let opt = llvm_level(pipeline);
-            let a = lopper_backends::llvm::compile_artifact(m, name, &source, opt)?;
+            let a = lopper_backends::llvm::compile_artifact_with(
+                m,
+                name,
+                &source,
+                opt,
+                pipeline.bounds_check,
+            )?;
             Ok(Built {
                 objects: vec![a.entry.object.clone(), a.kernels.object.clone()],
                 header: a.entry.header.clone(),
@@ -1197,8 +1214,11 @@ fn build_artifact(
             })
         }
         _ => {
-            let _ = pipeline;
-            let a = lopper_backends::cranelift::compile_object(m, name, &source)?;
+            let a = if pipeline.bounds_check {
+                lopper_backends::cranelift::compile_object_checked(m, name, &source)?
+            } else {
+                lopper_backends::cranelift::compile_object(m, name, &source)?
+            };
             Ok(Built {
                 objects: vec![a.object],
                 header: a.header,
@@ -1212,7 +1232,8 @@ fn build_artifact(
 
 /// A model ready to run: IR on a backend, or a compiled library.
 enum Runnable {
-    Ir(Ir, Backend),
+    /// IR, the backend, and whether its code checks bounds.
+    Ir(Ir, Backend, bool),
     Library(lopper_runtime::SharedModel),
 }
 
@@ -1229,12 +1250,12 @@ impl Runnable {
             ..pipeline.clone()
         };
         let ir = load_and_optimize(file, &pipeline, lopper_passes::DEFAULT_PIPELINE, compiled)?;
-        Ok(Runnable::Ir(ir, backend))
+        Ok(Runnable::Ir(ir, backend, pipeline.bounds_check))
     }
 
     fn inputs(&self) -> Vec<(String, lopper_ir::TensorType)> {
         match self {
-            Runnable::Ir(ir, _) => declared_inputs(ir),
+            Runnable::Ir(ir, ..) => declared_inputs(ir),
             Runnable::Library(lib) => lib.inputs.clone(),
         }
     }
@@ -1245,7 +1266,7 @@ impl Runnable {
         sizes: &std::collections::BTreeMap<String, usize>,
     ) -> Result<Vec<(String, Tensor)>> {
         match self {
-            Runnable::Ir(ir, backend) => execute_on(*backend, ir, inputs, sizes),
+            Runnable::Ir(ir, backend, checked) => execute_on(*backend, ir, inputs, sizes, *checked),
             Runnable::Library(lib) => Ok(lib.run(inputs, sizes)?),
         }
     }

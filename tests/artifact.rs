@@ -60,6 +60,7 @@ fn check_single_io(model: &str, lib: &str, entry: &str, batches: &[usize]) {
         assert_eq!(run(x.as_ptr(), y.as_mut_ptr(), -5), 1);
         assert_eq!(run(x.as_ptr(), y.as_mut_ptr(), i64::MAX / 3), 1);
         assert_eq!(run(std::ptr::null(), y.as_mut_ptr(), 1), 3);
+        assert_eq!(run(x.as_ptr(), std::ptr::null_mut(), 1), 3);
         assert!(y.iter().all(|&v| v == 7.0), "nothing written on error");
     }
 }

@@ -395,3 +395,47 @@ fn closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+/// `--bounds-check` code gives the same answers (it only adds checks).
+#[test]
+fn bounds_checked_code_gives_the_same_outputs() {
+    let args = [
+        "run",
+        "examples/lenet5.lop",
+        "--input",
+        "x=random:3",
+        "--set",
+        "batch=2",
+    ];
+    let (code, plain, err) = lopper(&root(), &args);
+    assert_eq!(code, 0, "{err}");
+    let (code, checked, err) = lopper(&root(), &[&args[..], &["--bounds-check"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plain, checked);
+    let dir = scratch("bounds-check");
+    let lib = dir.join("liblenet5.so");
+    let (code, _, err) = lopper(
+        &root(),
+        &[
+            "compile",
+            "examples/lenet5.lop",
+            "--bounds-check",
+            "-o",
+            lib.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, from_library, err) = lopper(
+        &root(),
+        &[
+            "run",
+            lib.to_str().unwrap(),
+            "--input",
+            "x=random:3",
+            "--set",
+            "batch=2",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(plain, from_library);
+}

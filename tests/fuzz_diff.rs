@@ -9,8 +9,11 @@ mod common;
 use lopper_modelgen::{differential, generate, minimize, Config};
 
 /// Seeds `range` through the differential test; the failures with their models.
-fn run_seeds(range: std::ops::Range<u64>) {
-    let config = Config::default();
+fn run_seeds(range: std::ops::Range<u64>, bounds_check: bool) {
+    let config = Config {
+        bounds_check,
+        ..Config::default()
+    };
     let mut failures = Vec::new();
     for seed in range {
         let model = generate(seed);
@@ -24,12 +27,19 @@ fn run_seeds(range: std::ops::Range<u64>) {
 // 200 models in two halves, so that the two run side by side.
 #[test]
 fn generated_models_agree_on_every_backend_seeds_0_to_99() {
-    run_seeds(0..100);
+    run_seeds(0..100, false);
 }
 
 #[test]
 fn generated_models_agree_on_every_backend_seeds_100_to_199() {
-    run_seeds(100..200);
+    run_seeds(100..200, false);
+}
+
+/// The same test with bounds checks compiled into the code: no access of
+/// the generated kernels leaves its buffer (a check would abort the test).
+#[test]
+fn generated_models_agree_with_bounds_checks() {
+    run_seeds(200..240, true);
 }
 
 /// Each model in `tests/data/fuzz/seed-N.lop` once made the differential

@@ -12,7 +12,8 @@ fn run_target(target: &str, data: &[u8]) {
     match target {
         "dsl" => {
             if let Ok(t) = text {
-                let _ = lopper_frontend::compile_source(t, std::path::Path::new("/nonexistent-fuzz"));
+                let _ =
+                    lopper_frontend::compile_source(t, std::path::Path::new("/nonexistent-fuzz"));
             }
         }
         "gir" => {
@@ -32,7 +33,10 @@ fn run_target(target: &str, data: &[u8]) {
         }
         "onnx" => {
             if let Ok(model) = lopper_frontend::onnx::proto::ModelProto::decode(data) {
-                let _ = lopper_frontend::onnx::import_model(&model, std::path::Path::new("/nonexistent-fuzz"));
+                let _ = lopper_frontend::onnx::import_model(
+                    &model,
+                    std::path::Path::new("/nonexistent-fuzz"),
+                );
             }
         }
         other => panic!("unknown fuzz target {other}"),

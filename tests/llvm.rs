@@ -201,7 +201,8 @@ fn llvm_ir_of_small_kernels() {
             lopper_passes::Ir::Loops(m) => m,
             lopper_passes::Ir::Graph(_) => unreachable!(),
         };
-        let kernels = lopper_backends::llvm::codegen::compile_kernels(&module, "m", 0).unwrap();
+        let kernels =
+            lopper_backends::llvm::codegen::compile_kernels(&module, "m", 0, false).unwrap();
         // The target triple and data layout are the host's; the body is not.
         let body: String = kernels
             .ir

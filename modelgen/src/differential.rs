@@ -164,7 +164,7 @@ fn check_graph(graph: &Graph, seed: u64, config: &Config, label: &str) -> Result
         for backend in backends(config) {
             let stage = format!("{label}{} -O{level}", backend.name());
             let module = guarded(&stage, || {
-                let pipeline = pipeline_for(level, backend.lanes(), format, config.bounds_check);
+                let pipeline = pipeline_for(level, backend.lanes(), format);
                 match run_passes(Ir::Graph(graph.clone()), &pipeline) {
                     Ok(Ir::Loops(m)) => Ok(m),
                     Ok(Ir::Graph(_)) => Err(fail(&stage, "not lowered")),
@@ -238,8 +238,8 @@ fn check_graph(graph: &Graph, seed: u64, config: &Config, label: &str) -> Result
 }
 
 /// The graph and loop pipelines of `lopper compile -O<level>` for a backend
-/// with `lanes`, with a forced sparse format and bounds checks if asked.
-fn pipeline_for(level: u8, lanes: u32, format: Option<&str>, bounds_check: bool) -> String {
+/// with `lanes`, with a forced sparse format if asked.
+fn pipeline_for(level: u8, lanes: u32, format: Option<&str>) -> String {
     let mut graph = lopper_passes::graph_pipeline(level).to_string();
     let mut options = Vec::new();
     if let Some(f) = format {
@@ -256,10 +256,7 @@ fn pipeline_for(level: u8, lanes: u32, format: Option<&str>, bounds_check: bool)
             graph = format!("{graph},{analysis}");
         }
     }
-    let mut loops = lopper_passes::loop_pipeline_for(level, lanes);
-    if bounds_check {
-        loops = format!("{loops},bounds-check");
-    }
+    let loops = lopper_passes::loop_pipeline_for(level, lanes);
     format!("{graph},{loops}")
 }
 

@@ -59,7 +59,32 @@ pub fn c_identifier(name: &str) -> String {
 
 /// Compiles `m` into an object whose entry point is `{prefix}_run`.
 pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact, BackendError> {
-    build_object(m, prefix, source, true)
+    build_object(
+        m,
+        prefix,
+        source,
+        Kernels::Defined {
+            bounds_check: false,
+        },
+    )
+}
+
+/// [`compile_object`] with run-time bounds checks in every kernel
+/// (`--bounds-check`).
+pub fn compile_object_checked(
+    m: &Module,
+    prefix: &str,
+    source: &str,
+) -> Result<Artifact, BackendError> {
+    build_object(m, prefix, source, Kernels::Defined { bounds_check: true })
+}
+
+/// Whether an object defines its kernels (and how) or leaves them to
+/// another code generator.
+#[derive(Clone, Copy)]
+enum Kernels {
+    Defined { bounds_check: bool },
+    Imported,
 }
 
 /// The entry point, constants and helpers of `m` without its kernels:
@@ -70,14 +95,14 @@ pub fn compile_entry_object(
     prefix: &str,
     source: &str,
 ) -> Result<Artifact, BackendError> {
-    build_object(m, prefix, source, false)
+    build_object(m, prefix, source, Kernels::Imported)
 }
 
 fn build_object(
     m: &Module,
     prefix: &str,
     source: &str,
-    define_kernels: bool,
+    kernels: Kernels,
 ) -> Result<Artifact, BackendError> {
     let isa = host_isa(m, true)?;
     let prefix = c_identifier(prefix);
@@ -118,12 +143,12 @@ fn build_object(
     for k in &m.kernels {
         let sig = kernel_signature(&module);
         let symbol = format!("{prefix}__{}", k.name);
-        if !define_kernels {
+        let Kernels::Defined { bounds_check } = kernels else {
             kernel_ids.push(module.declare_function(&symbol, Linkage::Import, &sig)?);
             continue;
-        }
+        };
         let id = module.declare_function(&symbol, Linkage::Local, &sig)?;
-        define_kernel(&mut module, m, k, &libm, &mut ctx)?;
+        define_kernel(&mut module, m, k, &libm, &mut ctx, bounds_check)?;
         clif.push_str(&format!("; kernel @{}\n{}\n", k.name, ctx.func.display()));
         module
             .define_function(id, &mut ctx)

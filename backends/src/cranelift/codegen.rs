@@ -19,7 +19,6 @@ pub fn host_isa(
     m: &Module,
     pic: bool,
 ) -> Result<cranelift_codegen::isa::OwnedTargetIsa, BackendError> {
-    use cranelift_codegen::settings::{self, Configurable};
     lopper_ir::loops::verify_module(m).map_err(|errs| {
         BackendError::Codegen(
             errs.iter()
@@ -28,6 +27,14 @@ pub fn host_isa(
                 .join("; "),
         )
     })?;
+    native_isa(pic)
+}
+
+/// The host's ISA, as [`host_isa`] builds it, for a module already verified.
+pub(crate) fn native_isa(
+    pic: bool,
+) -> Result<cranelift_codegen::isa::OwnedTargetIsa, BackendError> {
+    use cranelift_codegen::settings::{self, Configurable};
     let codegen = |e: settings::SetError| BackendError::Codegen(e.to_string());
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").map_err(codegen)?;
@@ -75,6 +82,8 @@ pub fn kernel_signature(module: &dyn ClifModule) -> cranelift_codegen::ir::Signa
 /// Where a buffer name points inside a kernel: a base address and strides.
 struct Array {
     base: Value,
+    /// The extent of each dimension (what bounds checks compare with).
+    extents: Vec<Value>,
     strides: Vec<Value>,
     /// The strides in elements where they do not depend on a symbolic size.
     static_strides: Vec<Option<i64>>,
@@ -88,6 +97,52 @@ struct Lowerer<'a, 'b> {
     arrays: Vec<HashMap<String, Array>>,
     vars: Vec<HashMap<String, (Variable, ScalarType)>>,
     libm: HashMap<UnOp, FuncRef>,
+    checks: Option<BoundsChecks>,
+}
+
+/// What `--bounds-check` code calls when an access is out of bounds: the C
+/// library's `write` (the message, to standard error) and `abort`, and one
+/// message per buffer of the kernel.
+struct BoundsChecks {
+    write: FuncRef,
+    abort: FuncRef,
+    messages: HashMap<String, (cranelift_codegen::ir::GlobalValue, usize)>,
+}
+
+/// Declares what bounds checks call in kernel `k` and the messages they
+/// print (one per buffer: the kernel and the buffer by name).
+fn declare_bounds_checks(
+    module: &mut dyn ClifModule,
+    k: &Kernel,
+    func: &mut cranelift_codegen::ir::Function,
+) -> Result<BoundsChecks, BackendError> {
+    let mut write_sig = module.make_signature();
+    for _ in 0..3 {
+        write_sig.params.push(AbiParam::new(types::I64));
+    }
+    write_sig.returns.push(AbiParam::new(types::I64));
+    let write = module.declare_function("write", Linkage::Import, &write_sig)?;
+    let abort = module.declare_function("abort", Linkage::Import, &module.make_signature())?;
+    let mut messages = HashMap::new();
+    let mut buffers = lopper_ir::loops::buffers_used(&k.body);
+    buffers.sort();
+    buffers.dedup();
+    for buffer in buffers {
+        let text = format!(
+            "lopper: out-of-bounds access to %{buffer} in kernel @{} (compiled with --bounds-check)\n",
+            k.name
+        );
+        let id = module.declare_anonymous_data(false, false)?;
+        let mut data = cranelift_module::DataDescription::new();
+        data.define(text.clone().into_bytes().into_boxed_slice());
+        module.define_data(id, &data)?;
+        messages.insert(buffer, (module.declare_data_in_func(id, func), text.len()));
+    }
+    Ok(BoundsChecks {
+        write: module.declare_func_in_func(write, func),
+        abort: module.declare_func_in_func(abort, func),
+        messages,
+    })
 }
 
 /// Strides in elements of a row-major array, where no symbolic extent
@@ -130,15 +185,23 @@ fn affine_terms(e: &Expr, scale: i64, out: &mut Vec<(Expr, i64)>) -> Option<i64>
     }
 }
 
-/// Fills `ctx` with the CLIF of kernel `k`.
+/// Fills `ctx` with the CLIF of kernel `k`; with `bounds_check`, every load
+/// and store first checks its indices against the buffer's extents and, out
+/// of bounds, prints which kernel and buffer and aborts.
 pub fn define_kernel(
     module: &mut dyn ClifModule,
     lir: &Module,
     k: &Kernel,
     libm: &[(UnOp, FuncId)],
     ctx: &mut Context,
+    bounds_check: bool,
 ) -> Result<(), BackendError> {
     ctx.func.signature = kernel_signature(module);
+    let checks = if bounds_check {
+        Some(declare_bounds_checks(module, k, &mut ctx.func)?)
+    } else {
+        None
+    };
     let frontend_config = module.target_config();
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -162,6 +225,7 @@ pub fn define_kernel(
         arrays: vec![HashMap::new()],
         vars: vec![HashMap::new()],
         libm: refs,
+        checks,
     };
     for (i, p) in k.params.iter().enumerate() {
         let buffer = lir
@@ -186,6 +250,7 @@ pub fn define_kernel(
             p.clone(),
             Array {
                 base,
+                extents,
                 strides,
                 static_strides: static_strides(&static_extents),
                 index,
@@ -298,6 +363,7 @@ impl Lowerer<'_, '_> {
                 value,
             } => {
                 let value = self.expr(value)?;
+                self.check_access(buffer, indices, 1)?;
                 let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()
@@ -311,6 +377,7 @@ impl Lowerer<'_, '_> {
             } => {
                 self.vector_type(*lanes)?;
                 let value = self.expr(value)?;
+                self.check_access(buffer, indices, *lanes)?;
                 let (addr, disp) = self.address(buffer, indices)?;
                 // Lanes need not be 16-byte aligned.
                 self.b
@@ -355,6 +422,7 @@ impl Lowerer<'_, '_> {
                     name.clone(),
                     Array {
                         base,
+                        extents,
                         strides,
                         static_strides: static_strides(&static_extents),
                         index: false,
@@ -362,6 +430,56 @@ impl Lowerer<'_, '_> {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// With bounds checks on: every index of an access of `lanes` elements
+    /// along the last dimension lies in its extent, or the kernel prints
+    /// which access failed and aborts.
+    fn check_access(
+        &mut self,
+        buffer: &str,
+        indices: &[Expr],
+        lanes: u32,
+    ) -> Result<(), BackendError> {
+        let Some(checks) = &self.checks else {
+            return Ok(());
+        };
+        let (write, abort) = (checks.write, checks.abort);
+        let (message, length) = *checks
+            .messages
+            .get(buffer)
+            .ok_or_else(|| self.err(format!("no bounds message for %{buffer}")))?;
+        let extents = self.array(buffer)?.extents.clone();
+        let mut inside = None;
+        for (i, (e, &extent)) in indices.iter().zip(&extents).enumerate() {
+            let mut v = self.expr(e)?;
+            if i + 1 == indices.len() && lanes > 1 {
+                v = self.b.ins().iadd_imm_s(v, i64::from(lanes) - 1);
+            }
+            // Unsigned: a negative index is a huge one.
+            let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, v, extent);
+            inside = Some(match inside {
+                None => ok,
+                Some(all) => self.b.ins().band(all, ok),
+            });
+        }
+        let Some(inside) = inside else {
+            return Ok(());
+        };
+        let (fine, fail) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(inside, fine, &[], fail, &[]);
+        self.b.switch_to_block(fail);
+        self.b.set_cold_block(fail);
+        let stderr = self.b.ins().iconst(types::I64, 2);
+        let text = self.b.ins().symbol_value(types::I64, message);
+        let length = self.b.ins().iconst(types::I64, length as i64);
+        self.b.ins().call(write, &[stderr, text, length]);
+        self.b.ins().call(abort, &[]);
+        self.b
+            .ins()
+            .trap(cranelift_codegen::ir::TrapCode::HEAP_OUT_OF_BOUNDS);
+        self.b.switch_to_block(fine);
         Ok(())
     }
 
@@ -568,12 +686,14 @@ impl Lowerer<'_, '_> {
                 self.b.use_var(var)
             }
             Expr::Load { buffer, indices } if self.array(buffer)?.index => {
+                self.check_access(buffer, indices, 1)?;
                 let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()
                     .load(types::I64, MemFlagsData::trusted(), addr, disp)
             }
             Expr::Load { buffer, indices } => {
+                self.check_access(buffer, indices, 1)?;
                 let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()
@@ -674,6 +794,7 @@ impl Lowerer<'_, '_> {
                 lanes,
             } => {
                 let ty = self.vector_type(*lanes)?;
+                self.check_access(buffer, indices, *lanes)?;
                 let (addr, disp) = self.address(buffer, indices)?;
                 self.b
                     .ins()

@@ -23,7 +23,19 @@ pub struct JitModule {
 /// Compiles every kernel of `m` with Cranelift (`opt_level = speed`, the
 /// host's ISA features).
 pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
-    let isa = host_isa(m, false)?;
+    compile_jit_with(m, false)
+}
+
+/// [`compile_jit`], with run-time bounds checks on every access when
+/// `bounds_check` (`--bounds-check`).
+pub fn compile_jit_with(m: &Module, bounds_check: bool) -> Result<JitModule, BackendError> {
+    host_isa(m, false)?;
+    build_jit(m, bounds_check)
+}
+
+/// Compiles a module the caller has verified.
+fn build_jit(m: &Module, bounds_check: bool) -> Result<JitModule, BackendError> {
+    let isa = super::codegen::native_isa(false)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),
@@ -34,7 +46,7 @@ pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
     for k in &m.kernels {
         let sig = kernel_signature(&module);
         let id = module.declare_function(&k.name, Linkage::Local, &sig)?;
-        define_kernel(&mut module, m, k, &libm, &mut ctx)?;
+        define_kernel(&mut module, m, k, &libm, &mut ctx, bounds_check)?;
         module
             .define_function(id, &mut ctx)
             .map_err(|e| BackendError::Codegen(format!("@{}: {e:?}", k.name)))?;
@@ -236,5 +248,65 @@ impl BoundModule<'_> {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel that reads one element past its input, which the verifier
+    /// would refuse: only a module built by hand (and never verified) has it.
+    fn out_of_bounds_module() -> Module {
+        let mut m = lopper_ir::loops::parse_lir(
+            "module @oob() {\n  buffer %x: in f32[4]\n  buffer %y: out f32[4]\n\n  kernel @copy(%x, %y) {\n    for %i in 0..4 {\n      %y[%i] = %x[%i]\n    }\n  }\n}\n",
+        )
+        .expect("the in-bounds module parses");
+        let lopper_ir::loops::Stmt::For { hi, .. } = &mut m.kernels[0].body[0] else {
+            panic!("the kernel is one loop");
+        };
+        *hi = lopper_ir::loops::Expr::Int(5);
+        m
+    }
+
+    /// `--bounds-check` code stops at the first access outside its buffer,
+    /// naming the kernel and the buffer. It aborts the process, so the
+    /// access runs in a child: this test binary again, with an environment
+    /// variable that sends it down the failing path.
+    #[test]
+    fn checked_code_aborts_with_a_message_out_of_bounds() {
+        let inputs = HashMap::from([("x".to_string(), Tensor::full(vec![4], 1.0))]);
+        if std::env::var_os("LOPPER_BOUNDS_CHILD").is_some() {
+            let jit = build_jit(&out_of_bounds_module(), true).expect("compiles");
+            let _ = jit.run(&inputs, &BTreeMap::new());
+            return; // not reached: the check aborts
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cranelift::jit::tests::checked_code_aborts_with_a_message_out_of_bounds",
+                "--nocapture",
+            ])
+            .env("LOPPER_BOUNDS_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(
+                "lopper: out-of-bounds access to %x in kernel @copy (compiled with --bounds-check)"
+            ),
+            "{stderr}"
+        );
+        // Checked code that stays in bounds runs as usual.
+        let fine = lopper_ir::loops::parse_lir(
+            "module @ok() {\n  buffer %x: in f32[4]\n  buffer %y: out f32[4]\n\n  kernel @copy(%x, %y) {\n    for %i in 0..4 {\n      %y[%i] = %x[%i]\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        let out = compile_jit_with(&fine, true)
+            .unwrap()
+            .run(&inputs, &BTreeMap::new())
+            .unwrap();
+        assert_eq!(out[0].1.data, vec![1.0; 4]);
     }
 }

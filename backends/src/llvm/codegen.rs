@@ -67,8 +67,15 @@ pub fn host_target_machine(level: OptimizationLevel) -> Result<TargetMachine, Ba
 
 /// Compiles every kernel of `m` (verified first) into one object; kernel
 /// `@k` is the exported symbol `{prefix}__k`. `opt` is the `-O` level
-/// (0: no optimizer, else LLVM's `default<O{opt}>`).
-pub fn compile_kernels(m: &Module, prefix: &str, opt: u8) -> Result<LlvmKernels, BackendError> {
+/// (0: no optimizer, else LLVM's `default<O{opt}>`). With `bounds_check`,
+/// every load and store first checks its indices against the buffer's
+/// extents and, out of bounds, prints which kernel and buffer and aborts.
+pub fn compile_kernels(
+    m: &Module,
+    prefix: &str,
+    opt: u8,
+    bounds_check: bool,
+) -> Result<LlvmKernels, BackendError> {
     lopper_ir::loops::verify_module(m).map_err(|errs| {
         BackendError::Codegen(
             errs.iter()
@@ -77,6 +84,16 @@ pub fn compile_kernels(m: &Module, prefix: &str, opt: u8) -> Result<LlvmKernels,
                 .join("; "),
         )
     })?;
+    emit_kernels(m, prefix, opt, bounds_check)
+}
+
+/// [`compile_kernels`] for a module the caller has verified.
+pub(crate) fn emit_kernels(
+    m: &Module,
+    prefix: &str,
+    opt: u8,
+    bounds_check: bool,
+) -> Result<LlvmKernels, BackendError> {
     let context = Context::create();
     let module = context.create_module(prefix);
     let level = match opt {
@@ -90,6 +107,7 @@ pub fn compile_kernels(m: &Module, prefix: &str, opt: u8) -> Result<LlvmKernels,
     module.set_data_layout(&tm.get_target_data().get_data_layout());
     for k in &m.kernels {
         let mut l = Lowerer::new(&context, &module, m, k, &format!("{prefix}__{}", k.name))?;
+        l.bounds_check = bounds_check;
         l.kernel()?;
     }
     module.verify().map_err(|e| err(e.to_string()))?;
@@ -123,6 +141,7 @@ pub fn compile_kernels(m: &Module, prefix: &str, opt: u8) -> Result<LlvmKernels,
 
 struct Array<'ctx> {
     base: PointerValue<'ctx>,
+    extents: Vec<IntValue<'ctx>>,
     strides: Vec<IntValue<'ctx>>,
     index: bool,
 }
@@ -137,6 +156,10 @@ struct Lowerer<'a, 'ctx> {
     sizes: HashMap<String, IntValue<'ctx>>,
     arrays: Vec<HashMap<String, Array<'ctx>>>,
     vars: Vec<HashMap<String, (PointerValue<'ctx>, ScalarType)>>,
+    /// Check every access at run time (`--bounds-check`).
+    bounds_check: bool,
+    /// The message of each buffer's failed check.
+    messages: HashMap<String, (PointerValue<'ctx>, usize)>,
 }
 
 impl<'a, 'ctx> Lowerer<'a, 'ctx> {
@@ -172,6 +195,8 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             sizes: HashMap::new(),
             arrays: vec![HashMap::new()],
             vars: vec![HashMap::new()],
+            bounds_check: false,
+            messages: HashMap::new(),
         })
     }
 
@@ -238,6 +263,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 p.clone(),
                 Array {
                     base,
+                    extents,
                     strides,
                     index: buffer.index_data.is_some(),
                 },
@@ -373,14 +399,21 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 buffer,
                 indices,
                 value,
+            } => {
+                let v = self.expr(value)?;
+                self.check_access(buffer, indices, 1)?;
+                let p = self.address(buffer, indices)?;
+                let store = self.b.build_store(p, v).map_err(err)?;
+                store.set_alignment(4).map_err(err)?;
             }
-            | Stmt::VStore {
+            Stmt::VStore {
                 buffer,
                 indices,
                 value,
-                ..
+                lanes,
             } => {
                 let v = self.expr(value)?;
+                self.check_access(buffer, indices, *lanes)?;
                 let p = self.address(buffer, indices)?;
                 let store = self.b.build_store(p, v).map_err(err)?;
                 store.set_alignment(4).map_err(err)?;
@@ -416,6 +449,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     name.clone(),
                     Array {
                         base,
+                        extents,
                         strides,
                         index: false,
                     },
@@ -431,6 +465,89 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             .rev()
             .find_map(|s| s.get(buffer))
             .ok_or_else(|| err(format!("unknown buffer %{buffer}")))
+    }
+
+    /// With bounds checks on: every index of an access of `lanes` elements
+    /// along the last dimension lies in its extent, or the kernel writes
+    /// which access failed to standard error and aborts.
+    fn check_access(
+        &mut self,
+        buffer: &str,
+        indices: &[Expr],
+        lanes: u32,
+    ) -> Result<(), BackendError> {
+        if !self.bounds_check {
+            return Ok(());
+        }
+        let extents = self.array(buffer)?.extents.clone();
+        let mut inside: Option<IntValue<'ctx>> = None;
+        for (i, (e, &extent)) in indices.iter().zip(&extents).enumerate() {
+            let mut v = self.expr(e)?.into_int_value();
+            if i + 1 == indices.len() && lanes > 1 {
+                v = self
+                    .b
+                    .build_int_add(v, self.i64(i64::from(lanes) - 1), "")
+                    .map_err(err)?;
+            }
+            // Unsigned: a negative index is a huge one.
+            let ok = self
+                .b
+                .build_int_compare(inkwell::IntPredicate::ULT, v, extent, "in_bounds")
+                .map_err(err)?;
+            inside = Some(match inside {
+                None => ok,
+                Some(all) => self.b.build_and(all, ok, "").map_err(err)?,
+            });
+        }
+        let Some(inside) = inside else {
+            return Ok(());
+        };
+        let fine = self.context.append_basic_block(self.function, "in_bounds");
+        let fail = self
+            .context
+            .append_basic_block(self.function, "out_of_bounds");
+        self.b
+            .build_conditional_branch(inside, fine, fail)
+            .map_err(err)?;
+        self.b.position_at_end(fail);
+        let (text, length) = match self.messages.get(buffer) {
+            Some(m) => *m,
+            None => {
+                let message = format!(
+                    "lopper: out-of-bounds access to %{buffer} in kernel @{} (compiled with --bounds-check)\n",
+                    self.kernel.name
+                );
+                let global = self
+                    .b
+                    .build_global_string_ptr(&message, "bounds_message")
+                    .map_err(err)?;
+                let m = (global.as_pointer_value(), message.len());
+                self.messages.insert(buffer.to_string(), m);
+                m
+            }
+        };
+        let i64t = self.context.i64_type();
+        let ptr = self.context.ptr_type(AddressSpace::default());
+        let write = self.module.get_function("write").unwrap_or_else(|| {
+            let ty = i64t.fn_type(&[i64t.into(), ptr.into(), i64t.into()], false);
+            self.module
+                .add_function("write", ty, Some(Linkage::External))
+        });
+        let abort = self.module.get_function("abort").unwrap_or_else(|| {
+            let ty = self.context.void_type().fn_type(&[], false);
+            self.module
+                .add_function("abort", ty, Some(Linkage::External))
+        });
+        let args = [
+            self.i64(2).into(),
+            text.into(),
+            self.i64(length as i64).into(),
+        ];
+        self.b.build_call(write, &args, "").map_err(err)?;
+        self.b.build_call(abort, &[], "").map_err(err)?;
+        self.b.build_unreachable().map_err(err)?;
+        self.b.position_at_end(fine);
+        Ok(())
     }
 
     fn address(
@@ -509,6 +626,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             }
             Expr::Load { buffer, indices } => {
                 let index = self.array(buffer)?.index;
+                self.check_access(buffer, indices, 1)?;
                 let p = self.address(buffer, indices)?;
                 let ty: BasicTypeEnum = if index {
                     self.context.i64_type().into()
@@ -522,6 +640,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 indices,
                 lanes,
             } => {
+                self.check_access(buffer, indices, *lanes)?;
                 let p = self.address(buffer, indices)?;
                 let load = self
                     .b

@@ -38,17 +38,38 @@ pub fn compile_artifact(
     source: &str,
     opt: u8,
 ) -> Result<LlvmArtifact, BackendError> {
+    compile_artifact_with(m, prefix, source, opt, false)
+}
+
+/// [`compile_artifact`], with run-time bounds checks on every access when
+/// `bounds_check` (`--bounds-check`).
+pub fn compile_artifact_with(
+    m: &Module,
+    prefix: &str,
+    source: &str,
+    opt: u8,
+    bounds_check: bool,
+) -> Result<LlvmArtifact, BackendError> {
     let prefix = crate::cranelift::artifact::c_identifier(prefix);
-    let kernels = codegen::compile_kernels(m, &prefix, opt)?;
+    let kernels = codegen::compile_kernels(m, &prefix, opt, bounds_check)?;
     let entry = compile_entry_object(m, &prefix, source)?;
     Ok(LlvmArtifact { entry, kernels })
 }
 
 /// Compiles `m` with LLVM and loads it into this process.
 pub fn compile_jit(m: &Module, opt: u8) -> Result<JitModule, BackendError> {
+    compile_jit_with(m, opt, false)
+}
+
+/// [`compile_jit`], with run-time bounds checks when `bounds_check`.
+pub fn compile_jit_with(
+    m: &Module,
+    opt: u8,
+    bounds_check: bool,
+) -> Result<JitModule, BackendError> {
     static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let prefix = "lopper_jit";
-    let artifact = compile_artifact(m, prefix, "jit", opt)?;
+    let artifact = compile_artifact_with(m, prefix, "jit", opt, bounds_check)?;
     let dir = std::env::temp_dir().join(format!(
         "lopper-llvm-{}-{}",
         std::process::id(),
@@ -74,4 +95,68 @@ pub fn compile_jit(m: &Module, opt: u8) -> Result<JitModule, BackendError> {
     }
     // SAFETY: the pointers come from `library`, which the module keeps.
     Ok(unsafe { JitModule::from_parts(m, kernels, Box::new(library)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lopper_ir::Tensor;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// As the Cranelift test: a kernel reading one element past its input
+    /// (built by hand, never verified) stops with a message when compiled
+    /// with bounds checks; it runs in a child process, since it aborts.
+    #[test]
+    fn checked_code_aborts_with_a_message_out_of_bounds() {
+        let text = "module @oob() {\n  buffer %x: in f32[4]\n  buffer %y: out f32[4]\n\n  kernel @copy(%x, %y) {\n    for %i in 0..4 {\n      %y[%i] = %x[%i]\n    }\n  }\n}\n";
+        let inputs = HashMap::from([("x".to_string(), Tensor::full(vec![4], 1.0))]);
+        if std::env::var_os("LOPPER_BOUNDS_CHILD").is_some() {
+            let mut m = lopper_ir::loops::parse_lir(text).expect("parses");
+            let lopper_ir::loops::Stmt::For { hi, .. } = &mut m.kernels[0].body[0] else {
+                panic!("the kernel is one loop");
+            };
+            *hi = lopper_ir::loops::Expr::Int(5);
+            let prefix = "lopper_jit";
+            let kernels = codegen::emit_kernels(&m, prefix, 0, true).expect("compiles");
+            // The entry point (verified) is the same for the in-bounds module.
+            let valid = lopper_ir::loops::parse_lir(text).expect("parses");
+            let entry = compile_entry_object(&valid, prefix, "test").expect("entry");
+            let dir = std::env::temp_dir().join(format!("lopper-oob-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let lib = dir.join("liboob.so");
+            link_shared_objects(&[&entry.object, &kernels.object], &lib).unwrap();
+            // SAFETY: built just above from this module.
+            let library = unsafe { libloading::Library::new(&lib) }.unwrap();
+            let f: libloading::Symbol<KernelFn> =
+                unsafe { library.get(b"lopper_jit__copy\0") }.unwrap();
+            let kernels = vec![*f];
+            // SAFETY: the kernel has the kernel signature; the library lives on.
+            let jit = unsafe { JitModule::from_parts(&m, kernels, Box::new(library)) };
+            let _ = jit.run(&inputs, &BTreeMap::new());
+            return; // not reached: the check aborts
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "llvm::tests::checked_code_aborts_with_a_message_out_of_bounds",
+                "--nocapture",
+            ])
+            .env("LOPPER_BOUNDS_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(
+                "lopper: out-of-bounds access to %x in kernel @copy (compiled with --bounds-check)"
+            ),
+            "{stderr}"
+        );
+        let fine = lopper_ir::loops::parse_lir(text).unwrap();
+        let out = compile_jit_with(&fine, 3, true)
+            .unwrap()
+            .run(&inputs, &BTreeMap::new())
+            .unwrap();
+        assert_eq!(out[0].1.data, vec![1.0; 4]);
+    }
 }

@@ -68,7 +68,11 @@ fn windows(node: &NodeProto, kernel: &[usize], input: &[Dim]) -> Result<Vec<Wind
     };
     let strides = list("strides", 1, n)?;
     let dilations = list("dilations", 1, n)?;
-    for (name, values) in [("kernel_shape", kernel), ("strides", &strides[..]), ("dilations", &dilations[..])] {
+    for (name, values) in [
+        ("kernel_shape", kernel),
+        ("strides", &strides[..]),
+        ("dilations", &dilations[..]),
+    ] {
         if values.contains(&0) {
             return Err(format!("`{name}` holds 0; it must be positive"));
         }

@@ -180,7 +180,10 @@ fn read_external(t: &TensorProto, model_dir: &Path) -> Result<Vec<u8>, String> {
     }
     let path = model_dir.join(relative);
     if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
-        return Err(format!("has external data in `{}`, which is not a regular file", path.display()));
+        return Err(format!(
+            "has external data in `{}`, which is not a regular file",
+            path.display()
+        ));
     }
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(
