@@ -6,6 +6,7 @@ use prost::Message;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(model) = lopper_frontend::onnx::proto::ModelProto::decode(data) {
-        let _ = lopper_frontend::onnx::import_model(&model, std::path::Path::new("/nonexistent-fuzz"));
+        let _ =
+            lopper_frontend::onnx::import_model(&model, std::path::Path::new("/nonexistent-fuzz"));
     }
 });
