@@ -255,16 +255,7 @@ pub fn sanitize(raw: &str) -> String {
     let segments: Vec<String> = raw
         .split('.')
         .map(|seg| {
-            let s: String = seg
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let s = word_characters(seg);
             let s = s.trim_matches('_').to_string();
             match s.chars().next() {
                 Some(c) if c.is_ascii_digit() => format!("_{s}"),
@@ -494,10 +485,9 @@ impl Importer {
     }
 }
 
-/// A symbolic size's name from an ONNX `dim_param`.
-pub(super) fn symbol_name(raw: &str) -> String {
-    let s: String = raw
-        .chars()
+/// `raw` with every character but ASCII letters, digits and `_` made `_`.
+fn word_characters(raw: &str) -> String {
+    raw.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {
                 c
@@ -505,7 +495,12 @@ pub(super) fn symbol_name(raw: &str) -> String {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// A symbolic size's name from an ONNX `dim_param`.
+pub(super) fn symbol_name(raw: &str) -> String {
+    let s = word_characters(raw);
     match s.chars().next() {
         Some(c) if c.is_ascii_alphabetic() || c == '_' => s,
         _ => format!("n{s}"),
