@@ -396,10 +396,8 @@ fn slice(im: &mut Importer, node: &NodeProto, out: &str) -> Result<Value> {
         let axis = normalize_axis(axis, rank)?;
         let (s, e) = match &im.ty(x).shape.0[axis] {
             Dim::Static(n) => clamp_range(start, end, *n),
-            Dim::Symbol(sym) if start == 0 && end >= i32::MAX as i64 => {
-                let _ = sym;
-                continue;
-            }
+            // The whole of a symbolic dim (exporters write end = INT_MAX).
+            Dim::Symbol(_) if start == 0 && end >= i32::MAX as i64 => continue,
             Dim::Symbol(sym) => return Err(format!("slices the symbolic dim `{sym}`")),
         };
         if s == 0 && im.ty(x).shape.0[axis] == Dim::Static(e) {
