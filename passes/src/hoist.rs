@@ -40,8 +40,21 @@ impl Pass<Module> for Hoist {
 }
 
 fn hoist_block(body: Vec<Stmt>, moved: &mut usize) -> Vec<Stmt> {
+    // What each statement of this block declares, at any depth: a hoisted
+    // `let` must not share its name with another statement's locals (two
+    // loops of one block, each with an invariant `%r`), which would then
+    // sit in its scope.
+    let declares: Vec<HashSet<String>> = body
+        .iter()
+        .map(|s| {
+            let mut names = HashSet::new();
+            declared(std::slice::from_ref(s), &mut names);
+            names
+        })
+        .collect();
+    let mut hoisted_here: HashSet<String> = HashSet::new();
     let mut out = Vec::with_capacity(body.len());
-    for s in body {
+    for (i, s) in body.into_iter().enumerate() {
         match s {
             Stmt::For {
                 var,
@@ -51,7 +64,28 @@ fn hoist_block(body: Vec<Stmt>, moved: &mut usize) -> Vec<Stmt> {
                 body,
             } => {
                 let body = hoist_block(body, moved);
-                let (before, body) = split_invariant(&var, body);
+                let (invariant, rest) = split_invariant(&var, body);
+                let clashes = |name: &str| {
+                    hoisted_here.contains(name)
+                        || declares
+                            .iter()
+                            .enumerate()
+                            .any(|(j, names)| j != i && names.contains(name))
+                };
+                let mut before = Vec::new();
+                let mut body = Vec::new();
+                for s in invariant {
+                    match &s {
+                        Stmt::Let { var: local, .. } if clashes(local) => body.push(s),
+                        _ => before.push(s),
+                    }
+                }
+                for s in &before {
+                    if let Stmt::Let { var: local, .. } = s {
+                        hoisted_here.insert(local.clone());
+                    }
+                }
+                body.extend(rest);
                 *moved += before.len();
                 out.extend(before);
                 out.push(Stmt::For {
