@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs lopper's fuzz targets with libFuzzer (cargo fuzz, nightly toolchain).
 #   fuzz/run.sh [SECONDS] [TARGET...]     default: 600 s each, every target
-# New inputs go to fuzz/corpus/<target>/ (not committed); crashes to
-# fuzz/artifacts/<target>/. fuzz/seeds/<target>/ holds the committed seeds.
+# fuzz/corpus/<target>/ is the corpus (committed minimized, after
+# `cargo fuzz cmin`); new inputs go there too. fuzz/seeds/<target>/ holds the
+# hand-picked seeds; crashes go to fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
