@@ -94,6 +94,18 @@ pub fn run_graph(
     inputs: &HashMap<String, Tensor>,
     given: &BTreeMap<String, usize>,
 ) -> Result<Vec<(String, Tensor)>, RunError> {
+    run_graph_adjusted(g, inputs, given, |_, _| {})
+}
+
+/// [`run_graph`], handing each value an op computes to `adjust` (with the
+/// node's name) before its users see it: a way to measure how much a model
+/// amplifies per-op rounding, by moving every intermediate value a little.
+pub fn run_graph_adjusted(
+    g: &Graph,
+    inputs: &HashMap<String, Tensor>,
+    given: &BTreeMap<String, usize>,
+    mut adjust: impl FnMut(&str, &mut Tensor),
+) -> Result<Vec<(String, Tensor)>, RunError> {
     let declared: Vec<(&str, &TensorType)> = g
         .inputs
         .iter()
@@ -123,7 +135,8 @@ pub fn run_graph(
                 let shape = node.ty.shape.bind(&sizes).map_err(fail)?;
                 let operands = g.operands(n);
                 let args: Vec<&Tensor> = operands.iter().map(|o| values[o].as_ref()).collect();
-                let result = evaluate(op, &args, &shape).map_err(fail)?;
+                let mut result = evaluate(op, &args, &shape).map_err(fail)?;
+                adjust(&node.name, &mut result);
                 let mut distinct = operands;
                 distinct.sort();
                 distinct.dedup();

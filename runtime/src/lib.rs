@@ -11,7 +11,7 @@ pub mod io;
 pub mod library;
 pub mod loop_interpreter;
 
-pub use interpreter::{bind_sizes, run_graph, RunError};
+pub use interpreter::{bind_sizes, run_graph, run_graph_adjusted, RunError};
 pub use io::{random_tensor, read_tensor_file, write_tensors, IoError};
 pub use library::SharedModel;
 pub use loop_interpreter::run_module;
