@@ -439,3 +439,97 @@ fn bounds_checked_code_gives_the_same_outputs() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(plain, from_library);
 }
+
+/// `--target-cpu` compiles for another CPU: code for plain x86-64 (no AVX,
+/// no FMA) gives the interpreter's outputs; an unknown name is refused with
+/// the known ones.
+#[test]
+fn target_cpu_selects_the_instruction_set() {
+    let dir = scratch("target-cpu");
+    let run = |extra: &[&str], out: &str| {
+        let path = dir.join(out);
+        let mut args = vec![
+            "run",
+            "examples/lenet5.lop",
+            "--input",
+            "x=random:3",
+            "--set",
+            "batch=2",
+            "--output",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = lopper(&root(), &args);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let raw = lopper_runtime::read_tensor_file(&path, Some("logits")).unwrap();
+        common::tensor(raw)
+    };
+    let want = run(&["--backend", "interpreter"], "want.safetensors");
+    for cpu in ["x86-64", "x86-64-v3", "native"] {
+        let got = run(&["--target-cpu", cpu], &format!("{cpu}.safetensors"));
+        common::assert_close(cpu, &got, &want, 1e-4, 1e-5);
+    }
+    let (code, _, err) = lopper(
+        &root(),
+        &["compile", "examples/mlp.lop", "--target-cpu", "pentium9"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown CPU `pentium9`") && err.contains("skylake-avx512"),
+        "{err}"
+    );
+}
+
+/// `--l2-cache` tells the schedule chooser the cache it plans for: a small
+/// one gives narrower packed panels (and the same outputs).
+#[test]
+fn l2_cache_changes_the_schedule_not_the_result() {
+    let dir = scratch("l2-cache");
+    let model = dir.join("gemm.lop");
+    std::fs::write(
+        &model,
+        "model gemm {\n    input a: f32[64, 1024]\n    param b: f32[1024, 96] = normal(seed = 1)\n    output c = matmul(a, b)\n}\n",
+    )
+    .unwrap();
+    let lir = |cache: &str| {
+        let out = dir.join(format!("gemm-{cache}.lir"));
+        let (code, _, err) = lopper(
+            &dir,
+            &[
+                "dump",
+                "gemm.lop",
+                "--emit",
+                "lir",
+                "--l2-cache",
+                cache,
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        std::fs::read_to_string(out).unwrap()
+    };
+    // A panel of 1024 x 12 floats is 48 KiB; with 32 KiB of cache the
+    // chooser packs 1024 x 4 (16 KiB, within half of it).
+    assert!(lir("2M").contains("f32[8,1024,12]"));
+    assert!(lir("32K").contains("f32[24,1024,4]"));
+    let run = |cache: &str| {
+        let (code, out, err) = lopper(
+            &dir,
+            &[
+                "run",
+                "gemm.lop",
+                "--input",
+                "a=random:1",
+                "--l2-cache",
+                cache,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert_eq!(run("2M"), run("32K"));
+    let (code, _, err) = lopper(&dir, &["run", "gemm.lop", "--l2-cache", "2Q"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`2Q` is not a size"), "{err}");
+}

@@ -202,7 +202,8 @@ fn llvm_ir_of_small_kernels() {
             lopper_passes::Ir::Graph(_) => unreachable!(),
         };
         let kernels =
-            lopper_backends::llvm::codegen::compile_kernels(&module, "m", 0, false).unwrap();
+            lopper_backends::llvm::codegen::compile_kernels(&module, "m", 0, &Default::default())
+                .unwrap();
         // The target triple and data layout are the host's; the body is not.
         let body: String = kernels
             .ir
@@ -215,5 +216,38 @@ fn llvm_ir_of_small_kernels() {
             .collect::<Vec<_>>()
             .join("\n");
         insta::assert_snapshot!(name, body);
+    }
+}
+
+/// `--target-cpu` picks LLVM's CPU and the vector width of the schedules:
+/// 8 lanes and `ymm` registers for Haswell, 16 and `zmm` for Skylake-AVX512.
+#[test]
+fn target_cpu_sets_the_vector_width() {
+    let dir = scratch("llvm-target-cpu");
+    let model = root().join("examples/mlp.lop");
+    for (cpu, lanes, register) in [("haswell", 8, "ymm"), ("skylake-avx512", 16, "zmm")] {
+        let (code, _, err) = lopper(
+            &dir,
+            &[
+                "compile",
+                model.to_str().unwrap(),
+                "--backend",
+                "llvm",
+                "--target-cpu",
+                cpu,
+                "-o",
+                &format!("libmlp{lanes}.so"),
+                "--emit",
+                "so,lir,asm",
+            ],
+        );
+        assert_eq!(code, 0, "{cpu}: {err}");
+        let lir = std::fs::read_to_string(dir.join(format!("mlp{lanes}.lir"))).unwrap();
+        assert!(lir.contains(&format!("f32x{lanes}")), "{cpu}");
+        let asm = std::fs::read_to_string(dir.join(format!("mlp{lanes}.s"))).unwrap();
+        assert!(asm.contains(register), "{cpu}");
+        if cpu == "haswell" {
+            assert!(!asm.contains("zmm"), "AVX-512 code for Haswell");
+        }
     }
 }

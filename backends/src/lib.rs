@@ -11,6 +11,9 @@
 pub mod cranelift;
 #[cfg(feature = "llvm")]
 pub mod llvm;
+pub mod target;
+
+pub use target::{CodegenOptions, Target};
 
 use std::fmt;
 use std::str::FromStr;
@@ -87,29 +90,12 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Vector lanes of `f32` the backend's schedules should use: 4 for
-    /// Cranelift (128-bit vectors); for LLVM the host's widest, 16 with
-    /// AVX-512, else 8 (AVX2).
+    /// Vector lanes of `f32` the backend's schedules should use on this
+    /// host: 4 for Cranelift (128-bit vectors); for LLVM the host's widest,
+    /// 16 with AVX-512, else 8 (AVX2). [`Target::lanes`] for another CPU.
     pub fn lanes(self) -> u32 {
-        match self {
-            Backend::Llvm => host_lanes(),
-            _ => 4,
-        }
+        Target::host().lanes(self)
     }
-}
-
-/// The host's widest `f32` vector.
-fn host_lanes() -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return 16;
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            return 8;
-        }
-    }
-    4
 }
 
 impl FromStr for Backend {

@@ -174,7 +174,9 @@ fn check_graph(graph: &Graph, seed: u64, config: &Config, label: &str) -> Result
                 }
             })?;
             let runner = guarded(&stage, || {
-                backend.compile(&module, level).map_err(|e| fail(&stage, e))
+                backend
+                    .compile(&module, level, config.bounds_check)
+                    .map_err(|e| fail(&stage, e))
             })?;
             compiled.push((stage, module, runner));
         }
@@ -364,14 +366,25 @@ impl Backend {
 
     #[cfg_attr(not(feature = "llvm"), allow(unused_variables))]
     /// Compiles `module` in memory (both backends give the same kind of
-    /// module).
-    fn compile(self, module: &lopper_ir::loops::Module, level: u8) -> Result<JitModule, String> {
+    /// module), with bounds checks in the code if asked.
+    fn compile(
+        self,
+        module: &lopper_ir::loops::Module,
+        level: u8,
+        bounds_check: bool,
+    ) -> Result<JitModule, String> {
+        let options = lopper_backends::CodegenOptions {
+            bounds_check,
+            ..Default::default()
+        };
         match self {
-            Backend::Cranelift => lopper_backends::cranelift::compile_jit(module),
+            Backend::Cranelift => lopper_backends::cranelift::compile_jit_with(module, &options),
             #[cfg(feature = "llvm")]
-            Backend::Llvm => {
-                lopper_backends::llvm::compile_jit(module, if level == 0 { 0 } else { 3 })
-            }
+            Backend::Llvm => lopper_backends::llvm::compile_jit_with(
+                module,
+                if level == 0 { 0 } else { 3 },
+                &options,
+            ),
         }
         .map_err(|e| e.to_string())
     }

@@ -37,7 +37,7 @@ pub use ir::Ir;
 pub use manager::{Instrumentation, PassManager, PassTiming};
 pub use pass::{Changed, Pass, PassContext, PassError, PassOptions};
 pub use pipeline::{
-    graph_pipeline, loop_pipeline, loop_pipeline_for, parse_pipeline, PassSpec, DEFAULT_LEVEL,
-    DEFAULT_PIPELINE,
+    graph_pipeline, loop_pipeline, loop_pipeline_for, parse_pipeline, with_schedule_option,
+    PassSpec, DEFAULT_LEVEL, DEFAULT_PIPELINE,
 };
 pub use registry::{lookup, AnyPass, PassInfo, PASSES};

@@ -54,11 +54,21 @@ pub const fn loop_pipeline(level: u8) -> &'static str {
 /// [`loop_pipeline`] for a backend whose vectors hold `lanes` floats (the
 /// schedule chooser is told the width: 4 for Cranelift, 8 for LLVM on AVX).
 pub fn loop_pipeline_for(level: u8, lanes: u32) -> String {
-    let base = loop_pipeline(level);
+    let base = loop_pipeline(level).to_string();
     if lanes == 4 {
-        base.to_string()
+        base
     } else {
-        base.replace("auto-schedule", &format!("auto-schedule{{lanes={lanes}}}"))
+        with_schedule_option(&base, "lanes", &lanes.to_string())
+    }
+}
+
+/// `pipeline` with `key=value` added to the options of its `auto-schedule`
+/// (if it has one).
+pub fn with_schedule_option(pipeline: &str, key: &str, value: &str) -> String {
+    if pipeline.contains("auto-schedule{") {
+        pipeline.replace("auto-schedule{", &format!("auto-schedule{{{key}={value},"))
+    } else {
+        pipeline.replace("auto-schedule", &format!("auto-schedule{{{key}={value}}}"))
     }
 }
 

@@ -9,8 +9,9 @@
 //! frees it. Constants are read-only data in the object: the library needs
 //! nothing but libc and libm.
 
-use super::codegen::{declare_libm, define_kernel, host_isa, kernel_signature};
+use super::codegen::{declare_libm, define_kernel, kernel_signature, verified_isa};
 use crate::BackendError;
+use crate::{CodegenOptions, Target};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
     types, AbiParam, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
@@ -57,26 +58,29 @@ pub fn c_identifier(name: &str) -> String {
     s
 }
 
-/// Compiles `m` into an object whose entry point is `{prefix}_run`.
+/// Compiles `m` for the host into an object whose entry point is
+/// `{prefix}_run`.
 pub fn compile_object(m: &Module, prefix: &str, source: &str) -> Result<Artifact, BackendError> {
+    compile_object_with(m, prefix, source, &CodegenOptions::default())
+}
+
+/// [`compile_object`] with `options`: run-time bounds checks in every
+/// kernel (`--bounds-check`), another CPU (`--target-cpu`).
+pub fn compile_object_with(
+    m: &Module,
+    prefix: &str,
+    source: &str,
+    options: &CodegenOptions,
+) -> Result<Artifact, BackendError> {
     build_object(
         m,
         prefix,
         source,
+        &options.target,
         Kernels::Defined {
-            bounds_check: false,
+            bounds_check: options.bounds_check,
         },
     )
-}
-
-/// [`compile_object`] with run-time bounds checks in every kernel
-/// (`--bounds-check`).
-pub fn compile_object_checked(
-    m: &Module,
-    prefix: &str,
-    source: &str,
-) -> Result<Artifact, BackendError> {
-    build_object(m, prefix, source, Kernels::Defined { bounds_check: true })
 }
 
 /// Whether an object defines its kernels (and how) or leaves them to
@@ -94,17 +98,19 @@ pub fn compile_entry_object(
     m: &Module,
     prefix: &str,
     source: &str,
+    target: &Target,
 ) -> Result<Artifact, BackendError> {
-    build_object(m, prefix, source, Kernels::Imported)
+    build_object(m, prefix, source, target, Kernels::Imported)
 }
 
 fn build_object(
     m: &Module,
     prefix: &str,
     source: &str,
+    target: &Target,
     kernels: Kernels,
 ) -> Result<Artifact, BackendError> {
-    let isa = host_isa(m, true)?;
+    let isa = verified_isa(m, target, true)?;
     let prefix = c_identifier(prefix);
     let codegen = |e: &dyn std::fmt::Display| BackendError::Codegen(e.to_string());
     let builder = ObjectBuilder::new(

@@ -13,10 +13,11 @@ use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
 use lopper_ir::Dim;
 use std::collections::HashMap;
 
-/// Verifies `m` and builds the host's ISA (`opt_level = speed`, the host's
-/// features): position independent for shared objects, not for the JIT.
-pub fn host_isa(
+/// Verifies `m` and builds the ISA of `target` (`opt_level = speed`):
+/// position independent for shared objects, not for the JIT.
+pub fn verified_isa(
     m: &Module,
+    target: &crate::Target,
     pic: bool,
 ) -> Result<cranelift_codegen::isa::OwnedTargetIsa, BackendError> {
     lopper_ir::loops::verify_module(m).map_err(|errs| {
@@ -27,30 +28,7 @@ pub fn host_isa(
                 .join("; "),
         )
     })?;
-    native_isa(pic)
-}
-
-/// The host's ISA, as [`host_isa`] builds it, for a module already verified.
-pub(crate) fn native_isa(
-    pic: bool,
-) -> Result<cranelift_codegen::isa::OwnedTargetIsa, BackendError> {
-    use cranelift_codegen::settings::{self, Configurable};
-    let codegen = |e: settings::SetError| BackendError::Codegen(e.to_string());
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(codegen)?;
-    flags
-        .set("is_pic", if pic { "true" } else { "false" })
-        .map_err(codegen)?;
-    if !pic {
-        // JIT code may lie far from the C library it calls.
-        flags
-            .set("use_colocated_libcalls", "false")
-            .map_err(codegen)?;
-    }
-    cranelift_native::builder()
-        .map_err(|e| BackendError::Codegen(format!("this host is not supported: {e}")))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| BackendError::Codegen(e.to_string()))
+    target.cranelift_isa(pic)
 }
 
 /// The C library functions kernels may call.

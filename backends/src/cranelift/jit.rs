@@ -1,7 +1,8 @@
 //! Compiling a loop-IR module in memory and running it.
 
-use super::codegen::{declare_libm, define_kernel, host_isa, kernel_signature};
+use super::codegen::{declare_libm, define_kernel, kernel_signature, verified_isa};
 use crate::BackendError;
+use crate::CodegenOptions;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module as ClifModule};
 use lopper_ir::loops::{BufferKind, Module};
@@ -23,19 +24,23 @@ pub struct JitModule {
 /// Compiles every kernel of `m` with Cranelift (`opt_level = speed`, the
 /// host's ISA features).
 pub fn compile_jit(m: &Module) -> Result<JitModule, BackendError> {
-    compile_jit_with(m, false)
+    compile_jit_with(m, &CodegenOptions::default())
 }
 
-/// [`compile_jit`], with run-time bounds checks on every access when
-/// `bounds_check` (`--bounds-check`).
-pub fn compile_jit_with(m: &Module, bounds_check: bool) -> Result<JitModule, BackendError> {
-    host_isa(m, false)?;
-    build_jit(m, bounds_check)
+/// [`compile_jit`] with `options`: run-time bounds checks on every access
+/// (`--bounds-check`), a target CPU this host can run (`--target-cpu`).
+pub fn compile_jit_with(m: &Module, options: &CodegenOptions) -> Result<JitModule, BackendError> {
+    options.target.check_runs_here()?;
+    let isa = verified_isa(m, &options.target, false)?;
+    build_jit(m, isa, options.bounds_check)
 }
 
 /// Compiles a module the caller has verified.
-fn build_jit(m: &Module, bounds_check: bool) -> Result<JitModule, BackendError> {
-    let isa = super::codegen::native_isa(false)?;
+fn build_jit(
+    m: &Module,
+    isa: cranelift_codegen::isa::OwnedTargetIsa,
+    bounds_check: bool,
+) -> Result<JitModule, BackendError> {
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),
@@ -277,7 +282,8 @@ mod tests {
     fn checked_code_aborts_with_a_message_out_of_bounds() {
         let inputs = HashMap::from([("x".to_string(), Tensor::full(vec![4], 1.0))]);
         if std::env::var_os("LOPPER_BOUNDS_CHILD").is_some() {
-            let jit = build_jit(&out_of_bounds_module(), true).expect("compiles");
+            let isa = crate::Target::host().cranelift_isa(false).unwrap();
+            let jit = build_jit(&out_of_bounds_module(), isa, true).expect("compiles");
             let _ = jit.run(&inputs, &BTreeMap::new());
             return; // not reached: the check aborts
         }
@@ -303,10 +309,16 @@ mod tests {
             "module @ok() {\n  buffer %x: in f32[4]\n  buffer %y: out f32[4]\n\n  kernel @copy(%x, %y) {\n    for %i in 0..4 {\n      %y[%i] = %x[%i]\n    }\n  }\n}\n",
         )
         .unwrap();
-        let out = compile_jit_with(&fine, true)
-            .unwrap()
-            .run(&inputs, &BTreeMap::new())
-            .unwrap();
+        let out = compile_jit_with(
+            &fine,
+            &CodegenOptions {
+                bounds_check: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .run(&inputs, &BTreeMap::new())
+        .unwrap();
         assert_eq!(out[0].1.data, vec![1.0; 4]);
     }
 }

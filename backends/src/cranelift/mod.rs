@@ -20,7 +20,7 @@ mod header;
 pub mod jit;
 
 pub use artifact::{
-    compile_entry_object, compile_object, compile_object_checked, link_shared, link_shared_objects,
+    compile_entry_object, compile_object, compile_object_with, link_shared, link_shared_objects,
     Artifact,
 };
 pub use jit::{compile_jit, compile_jit_with, JitModule, KernelFn};

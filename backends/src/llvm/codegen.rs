@@ -46,35 +46,39 @@ fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Codegen(format!("LLVM: {e}"))
 }
 
-/// The host's target machine: its triple, CPU name and features.
-pub fn host_target_machine(level: OptimizationLevel) -> Result<TargetMachine, BackendError> {
+/// The target machine for `cpu` (the host's when it is the host): the
+/// host's triple, the CPU's name and features.
+pub fn target_machine(
+    cpu: &crate::Target,
+    level: OptimizationLevel,
+) -> Result<TargetMachine, BackendError> {
     Target::initialize_native(&InitializationConfig::default()).map_err(err)?;
     let triple = TargetMachine::get_default_triple();
     let target = Target::from_triple(&triple).map_err(err)?;
-    let cpu = TargetMachine::get_host_cpu_name();
-    let features = TargetMachine::get_host_cpu_features();
+    let (name, features) = cpu.llvm_cpu();
     target
         .create_target_machine(
             &triple,
-            cpu.to_str().unwrap_or("generic"),
-            features.to_str().unwrap_or(""),
+            &name,
+            &features,
             level,
             RelocMode::PIC,
             CodeModel::Default,
         )
-        .ok_or_else(|| err("cannot create a target machine for this host"))
+        .ok_or_else(|| err(format!("cannot create a target machine for CPU `{name}`")))
 }
 
 /// Compiles every kernel of `m` (verified first) into one object; kernel
 /// `@k` is the exported symbol `{prefix}__k`. `opt` is the `-O` level
-/// (0: no optimizer, else LLVM's `default<O{opt}>`). With `bounds_check`,
-/// every load and store first checks its indices against the buffer's
-/// extents and, out of bounds, prints which kernel and buffer and aborts.
+/// (0: no optimizer, else LLVM's `default<O{opt}>`), for the CPU of
+/// `options`. With `options.bounds_check`, every load and store first
+/// checks its indices against the buffer's extents and, out of bounds,
+/// prints which kernel and buffer and aborts.
 pub fn compile_kernels(
     m: &Module,
     prefix: &str,
     opt: u8,
-    bounds_check: bool,
+    options: &crate::CodegenOptions,
 ) -> Result<LlvmKernels, BackendError> {
     lopper_ir::loops::verify_module(m).map_err(|errs| {
         BackendError::Codegen(
@@ -84,7 +88,7 @@ pub fn compile_kernels(
                 .join("; "),
         )
     })?;
-    emit_kernels(m, prefix, opt, bounds_check)
+    emit_kernels(m, prefix, opt, options)
 }
 
 /// [`compile_kernels`] for a module the caller has verified.
@@ -92,7 +96,7 @@ pub(crate) fn emit_kernels(
     m: &Module,
     prefix: &str,
     opt: u8,
-    bounds_check: bool,
+    options: &crate::CodegenOptions,
 ) -> Result<LlvmKernels, BackendError> {
     let context = Context::create();
     let module = context.create_module(prefix);
@@ -102,12 +106,12 @@ pub(crate) fn emit_kernels(
         2 => OptimizationLevel::Default,
         _ => OptimizationLevel::Aggressive,
     };
-    let tm = host_target_machine(level)?;
+    let tm = target_machine(&options.target, level)?;
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
     for k in &m.kernels {
         let mut l = Lowerer::new(&context, &module, m, k, &format!("{prefix}__{}", k.name))?;
-        l.bounds_check = bounds_check;
+        l.bounds_check = options.bounds_check;
         l.kernel()?;
     }
     module.verify().map_err(|e| err(e.to_string()))?;

@@ -11,7 +11,7 @@
 pub mod codegen;
 
 use crate::cranelift::{compile_entry_object, link_shared_objects, Artifact, JitModule, KernelFn};
-use crate::BackendError;
+use crate::{BackendError, CodegenOptions};
 use lopper_ir::loops::Module;
 use std::path::Path;
 
@@ -38,38 +38,40 @@ pub fn compile_artifact(
     source: &str,
     opt: u8,
 ) -> Result<LlvmArtifact, BackendError> {
-    compile_artifact_with(m, prefix, source, opt, false)
+    compile_artifact_with(m, prefix, source, opt, &CodegenOptions::default())
 }
 
-/// [`compile_artifact`], with run-time bounds checks on every access when
-/// `bounds_check` (`--bounds-check`).
+/// [`compile_artifact`] with `options`: run-time bounds checks on every
+/// access (`--bounds-check`), another CPU (`--target-cpu`).
 pub fn compile_artifact_with(
     m: &Module,
     prefix: &str,
     source: &str,
     opt: u8,
-    bounds_check: bool,
+    options: &CodegenOptions,
 ) -> Result<LlvmArtifact, BackendError> {
     let prefix = crate::cranelift::artifact::c_identifier(prefix);
-    let kernels = codegen::compile_kernels(m, &prefix, opt, bounds_check)?;
-    let entry = compile_entry_object(m, &prefix, source)?;
+    let kernels = codegen::compile_kernels(m, &prefix, opt, options)?;
+    let entry = compile_entry_object(m, &prefix, source, &options.target)?;
     Ok(LlvmArtifact { entry, kernels })
 }
 
 /// Compiles `m` with LLVM and loads it into this process.
 pub fn compile_jit(m: &Module, opt: u8) -> Result<JitModule, BackendError> {
-    compile_jit_with(m, opt, false)
+    compile_jit_with(m, opt, &CodegenOptions::default())
 }
 
-/// [`compile_jit`], with run-time bounds checks when `bounds_check`.
+/// [`compile_jit`] with `options`: run-time bounds checks, a target CPU
+/// this host can run.
 pub fn compile_jit_with(
     m: &Module,
     opt: u8,
-    bounds_check: bool,
+    options: &CodegenOptions,
 ) -> Result<JitModule, BackendError> {
+    options.target.check_runs_here()?;
     static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let prefix = "lopper_jit";
-    let artifact = compile_artifact_with(m, prefix, "jit", opt, bounds_check)?;
+    let artifact = compile_artifact_with(m, prefix, "jit", opt, options)?;
     let dir = std::env::temp_dir().join(format!(
         "lopper-llvm-{}-{}",
         std::process::id(),
@@ -117,10 +119,15 @@ mod tests {
             };
             *hi = lopper_ir::loops::Expr::Int(5);
             let prefix = "lopper_jit";
-            let kernels = codegen::emit_kernels(&m, prefix, 0, true).expect("compiles");
+            let checked = crate::CodegenOptions {
+                bounds_check: true,
+                ..Default::default()
+            };
+            let kernels = codegen::emit_kernels(&m, prefix, 0, &checked).expect("compiles");
             // The entry point (verified) is the same for the in-bounds module.
             let valid = lopper_ir::loops::parse_lir(text).expect("parses");
-            let entry = compile_entry_object(&valid, prefix, "test").expect("entry");
+            let entry = compile_entry_object(&valid, prefix, "test", &crate::Target::host())
+                .expect("entry");
             let dir = std::env::temp_dir().join(format!("lopper-oob-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let lib = dir.join("liboob.so");
@@ -153,10 +160,17 @@ mod tests {
             "{stderr}"
         );
         let fine = lopper_ir::loops::parse_lir(text).unwrap();
-        let out = compile_jit_with(&fine, 3, true)
-            .unwrap()
-            .run(&inputs, &BTreeMap::new())
-            .unwrap();
+        let out = compile_jit_with(
+            &fine,
+            3,
+            &CodegenOptions {
+                bounds_check: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .run(&inputs, &BTreeMap::new())
+        .unwrap();
         assert_eq!(out[0].1.data, vec![1.0; 4]);
     }
 }
