@@ -312,13 +312,19 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         "vectorize{{kernel={name},loop={},lanes={lanes}}}",
         point(&column.0)
     ));
+    // Rows first, then vector columns: the copies of the loop unrolled
+    // last end up innermost, so the block's FMAs come row by row, each
+    // row's broadcast meeting every column vector. Live at once: the
+    // accumulators, NR column vectors and one broadcast (MR broadcasts in
+    // the other order: an 8 x 3 block on AVX-512 then needed 33 registers
+    // and LLVM spilled an accumulator in the `k` loop).
+    if let Some(r) = row {
+        steps.push(format!("unroll{{kernel={name},loop={}}}", point(&r.0)));
+    }
     steps.push(format!(
         "unroll{{kernel={name},loop={}.v}}",
         point(&column.0)
     ));
-    if let Some(r) = row {
-        steps.push(format!("unroll{{kernel={name},loop={}}}", point(&r.0)));
-    }
     Ok(steps.join(","))
 }
 
