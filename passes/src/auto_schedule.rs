@@ -194,20 +194,6 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // batch 64 the same); with a constant row count three by three (GEMM
     // 512 measured 7 % faster than 2 x 4).
     let rows_symbolic = row.is_some_and(|(_, lo, hi)| extent(lo, hi).is_none());
-    let widest = if rows_symbolic { 4 } else { 3 };
-    let vectors = (column_extent / lanes_i).clamp(1, widest);
-    // A packed panel (the reduction's length times the column tile) stays
-    // within half the level-2 cache while every row block reads it.
-    let reduction: i64 = reduction_length(inner);
-    let fitting = (l2_bytes as i64 / 2) / (reduction.max(1) * lanes_i * 4);
-    let vectors = vectors.min(fitting.max(1));
-    // A short column loop that lanes do not divide (a conv2d's 10 output
-    // columns) is one tile; its last vector overlaps the one before.
-    let (vectors, column_tile) = if column_extent <= 4 * lanes_i && column_extent % lanes_i != 0 {
-        ((column_extent + lanes_i - 1) / lanes_i, column_extent)
-    } else {
-        (vectors, vectors * lanes_i)
-    };
     // An MR x NR block of at most 9 vector accumulators, leaving registers
     // for the loaded vectors and the broadcast; 12 where the reduction is
     // short unrolled taps (a conv2d's kernel window), which measured faster
@@ -223,6 +209,31 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // (mlp at batch 64 with LLVM: 336 µs with 6 x 4 accumulators, 738 µs
     // with 2 x 4).
     let budget = if lanes >= 16 { 3 * budget } else { budget };
+    // One or two constant rows (a matrix-vector product, such as a model
+    // exported for batch 1) share few broadcasts: up to eight column
+    // vectors instead, as many independent accumulator chains.
+    let few_rows = match row {
+        None => Some(1),
+        Some((_, lo, hi)) => extent(lo, hi).filter(|&e| e <= 2),
+    };
+    let widest = match few_rows {
+        Some(rows) => (budget / rows).clamp(3, 8),
+        None if rows_symbolic => 4,
+        None => 3,
+    };
+    let vectors = (column_extent / lanes_i).clamp(1, widest);
+    // A packed panel (the reduction's length times the column tile) stays
+    // within half the level-2 cache while every row block reads it.
+    let reduction: i64 = reduction_length(inner);
+    let fitting = (l2_bytes as i64 / 2) / (reduction.max(1) * lanes_i * 4);
+    let vectors = vectors.min(fitting.max(1));
+    // A short column loop that lanes do not divide (a conv2d's 10 output
+    // columns) is one tile; its last vector overlaps the one before.
+    let (vectors, column_tile) = if column_extent <= 4 * lanes_i && column_extent % lanes_i != 0 {
+        ((column_extent + lanes_i - 1) / lanes_i, column_extent)
+    } else {
+        (vectors, vectors * lanes_i)
+    };
     let max_rows = (budget / vectors).min(8);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
