@@ -4,7 +4,9 @@
 //! `for %v.v in 0..n/4 { B' }` plus, for the last `n % 4` iterations, one
 //! more vector that ends at the last iteration (when an iteration may run
 //! twice: it reads nothing it writes, so lanes shared with the previous
-//! vector store the same values again) or else a scalar remainder loop. In `B'` lane `l` does what iteration `lo + 4·%v.v + l`
+//! vector store the same values again) or else a scalar remainder loop. A
+//! loop shorter than one vector (a tiled loop's last tile) takes 8 or 4
+//! lanes instead when it has that many iterations. In `B'` lane `l` does what iteration `lo + 4·%v.v + l`
 //! did:
 //!
 //! - loads and stores whose last index moves by exactly 1 with `%v` (and no
@@ -109,9 +111,22 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
     };
     let n = (h - l).max(0);
     let full = n / lanes as i64;
+    if full == 0 && n >= 4 && lanes > 4 {
+        // Too short for one vector but not for a narrower one (the last
+        // 12 columns of a tiled loop on 16 lanes take 8 and 4): every
+        // lane width handles the same loop.
+        let narrower = if n >= 8 { 8 } else { 4 };
+        let s = Stmt::For {
+            var,
+            lo,
+            hi,
+            kind: LoopKind::Serial,
+            body,
+        };
+        return vectorize_loop(s, vector_var, narrower);
+    }
     if full == 0 {
-        // Too short for one vector (the last tile of a tiled loop, say):
-        // it stays scalar.
+        // Too short for any vector: it stays scalar.
         return Ok(vec![Stmt::For {
             var,
             lo,
