@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""lopper against ONNX Runtime on the same ONNX files, in one process.
+"""lopper against ONNX Runtime (and NumPy) on the same ONNX files, in one process.
 
 Each model of ../shared/peers/models is compiled by `lopper compile` (the
 backend given) to a shared object, loaded with ctypes, and run next to an
 ONNX Runtime session (one thread, every graph optimization, I/O binding:
 the cheapest way to call ORT). The two are interleaved round by round, so
-both see the same machine; each round times single calls of each. Outputs
-are checked to agree before timing.
+both see the same machine; each round times single calls of each. For the
+GEMM and matvec models (`Y = X @ W`), NumPy's `X @ W` (OpenBLAS, one
+thread when OPENBLAS_NUM_THREADS=1) runs in the same rounds. Outputs are
+checked to agree before timing.
 
 Prints, per model, the median of every call of each (µs), ORT's median over
-lopper's (> 1: lopper is faster), and the ratio in every round (a spread
-that shows how much the shared machine moved).
+lopper's (> 1: lopper is faster), NumPy's over lopper's for the GEMMs, and
+ORT's ratio in every round (a spread that shows how much the shared
+machine moved).
 
 Usage (from the repository root, the peers' venv as in ../shared/peers):
   cargo build --release --features llvm
-  taskset -c 0 /tmp/peers-venv/bin/python benches/vs_ort.py --backend llvm
+  OPENBLAS_NUM_THREADS=1 taskset -c 0 /tmp/peers-venv/bin/python benches/vs_ort.py --backend llvm
 Options: --backend cranelift|llvm, --models mlp_b1,lenet5_b64, --rounds N,
 --lopper PATH (default target/release/lopper).
 """
@@ -33,7 +36,8 @@ import onnxruntime as ort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "..", "shared", "peers", "models")
-ALL = ["mlp_b1", "mlp_b64", "lenet5_b1", "lenet5_b64", "transformer_b1"]
+ALL = ["mlp_b1", "mlp_b64", "lenet5_b1", "lenet5_b64", "transformer_b1",
+       "matvec_784x300", "gemm_256", "gemm_512", "gemm_1024"]
 
 
 def compile_model(lopper, backend, name, out_dir):
@@ -91,6 +95,16 @@ def ort_runner(path, x):
     return (lambda: sess.run_with_iobinding(io)), y
 
 
+def numpy_runner(model, x):
+    """`X @ W` with the model's one matrix initializer, or None."""
+    from onnx import numpy_helper
+    if [n.op_type for n in model.graph.node] != ["MatMul"]:
+        return None, None
+    w = numpy_helper.to_array(model.graph.initializer[0])
+    out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)
+    return (lambda: np.matmul(x, w, out=out)), out
+
+
 def time_calls(fn, seconds):
     samples = []
     pc = time.perf_counter_ns
@@ -115,7 +129,8 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     print(f"lopper ({args.backend}) against ONNX Runtime {ort.__version__} (I/O binding), "
           f"one thread, {args.rounds} interleaved rounds")
-    print(f"{'model':16s} {'lopper µs':>10s} {'ORT µs':>10s} {'ORT/lopper':>10s}  per round")
+    print(f"{'model':16s} {'lopper µs':>10s} {'ORT µs':>10s} {'ORT/lopper':>10s} "
+          f"{'NumPy µs':>10s} {'NumPy/lopper':>12s}  ORT/lopper per round")
     for name in args.models.split(","):
         path = os.path.join(MODELS, name + ".onnx")
         model = onnx.load(path)
@@ -128,18 +143,31 @@ def main():
         err = float(np.max(np.abs(y_ours - y_theirs)) / (1e-6 + np.max(np.abs(y_theirs))))
         if err > 1e-4:
             raise SystemExit(f"{name}: lopper and ORT disagree (relative error {err:.2e})")
-        time_calls(ours, 0.2)
-        time_calls(theirs, 0.2)
-        all_ours, all_theirs, ratios = [], [], []
+        blas, y_blas = numpy_runner(model, x)
+        if blas is not None:
+            blas()
+            if np.max(np.abs(y_blas - y_theirs)) > 1e-4 * (1e-6 + np.max(np.abs(y_theirs))):
+                raise SystemExit(f"{name}: NumPy and ORT disagree")
+        engines = [ours, theirs] + ([blas] if blas else [])
+        for fn in engines:
+            time_calls(fn, 0.2)
+        samples = [[] for _ in engines]
+        ratios = []
         for _ in range(args.rounds):
-            a = time_calls(ours, args.seconds)
-            b = time_calls(theirs, args.seconds)
-            all_ours += a
-            all_theirs += b
-            ratios.append(statistics.median(b) / statistics.median(a))
-        mo, mt = statistics.median(all_ours) / 1e3, statistics.median(all_theirs) / 1e3
+            medians = []
+            for fn, all_samples in zip(engines, samples):
+                got = time_calls(fn, args.seconds)
+                all_samples += got
+                medians.append(statistics.median(got))
+            ratios.append(medians[1] / medians[0])
+        mo, mt = (statistics.median(samples[i]) / 1e3 for i in (0, 1))
         spread = " ".join(f"{r:.2f}" for r in ratios)
-        print(f"{name:16s} {mo:10.1f} {mt:10.1f} {mt / mo:10.2f}  {spread}", flush=True)
+        numpy_text = f"{'':10s} {'':12s}"
+        if blas:
+            mn = statistics.median(samples[2]) / 1e3
+            numpy_text = f"{mn:10.1f} {mn / mo:12.2f}"
+        print(f"{name:16s} {mo:10.1f} {mt:10.1f} {mt / mo:10.2f} {numpy_text}  {spread}",
+              flush=True)
 
 
 if __name__ == "__main__":
