@@ -4,10 +4,13 @@
 //! The entry point, `int NAME_run(const float *in..., float *out..., int64_t
 //! size...)`, checks its arguments before it touches memory (sizes ≤ 0 or
 //! buffers whose byte counts overflow: `NAME_ERR_BAD_SIZE`; a null buffer:
-//! `NAME_ERR_NULL_BUFFER`), allocates scratch memory with `malloc` for this
-//! call only (so concurrent calls are safe), runs the kernels in order and
-//! frees it. Constants are read-only data in the object: the library needs
-//! nothing but libc and libm.
+//! `NAME_ERR_NULL_BUFFER`), allocates scratch memory with `aligned_alloc`
+//! for this call only (so concurrent calls are safe), runs the kernels in
+//! order and frees it. Constants are read-only data in the object: the
+//! library needs nothing but libc and libm. Scratch memory and constants
+//! start on a cache line ([`BUFFER_ALIGN`]): a vector load at a 16-byte
+//! boundary that straddles two lines made a sparse layer several times
+//! slower, depending on where `malloc` happened to put its scratch.
 
 use super::codegen::{declare_libm, define_kernel, kernel_signature, verified_isa};
 use crate::BackendError;
@@ -29,10 +32,14 @@ use std::process::Command;
 pub const OK: i64 = 0;
 /// A size is ≤ 0, or a buffer's byte count overflows.
 pub const ERR_BAD_SIZE: i64 = 1;
-/// `malloc` failed.
+/// `aligned_alloc` failed.
 pub const ERR_OUT_OF_MEMORY: i64 = 2;
 /// A buffer pointer is null.
 pub const ERR_NULL_BUFFER: i64 = 3;
+
+/// Where scratch memory and constants start: a cache line, and the width
+/// of an AVX-512 vector.
+pub const BUFFER_ALIGN: u64 = 64;
 
 /// A compiled object and its header.
 pub struct Artifact {
@@ -137,7 +144,7 @@ fn build_object(
             (None, None) => Vec::new(),
         };
         d.define(bytes.into_boxed_slice());
-        d.set_align(16);
+        d.set_align(BUFFER_ALIGN);
         module.define_data(id, &d)?;
         data_ids.push((b.name.clone(), id));
     }
@@ -163,11 +170,12 @@ fn build_object(
         kernel_ids.push(id);
     }
 
-    // malloc and free.
-    let mut malloc_sig = module.make_signature();
-    malloc_sig.params.push(AbiParam::new(types::I64));
-    malloc_sig.returns.push(AbiParam::new(types::I64));
-    let malloc = module.declare_function("malloc", Linkage::Import, &malloc_sig)?;
+    // aligned_alloc and free.
+    let mut alloc_sig = module.make_signature();
+    alloc_sig.params.push(AbiParam::new(types::I64));
+    alloc_sig.params.push(AbiParam::new(types::I64));
+    alloc_sig.returns.push(AbiParam::new(types::I64));
+    let aligned_alloc = module.declare_function("aligned_alloc", Linkage::Import, &alloc_sig)?;
     let mut free_sig = module.make_signature();
     free_sig.params.push(AbiParam::new(types::I64));
     let free = module.declare_function("free", Linkage::Import, &free_sig)?;
@@ -253,7 +261,7 @@ fn build_object(
             pointers.insert(name.clone(), p);
         }
         // Scratch memory for this call.
-        let malloc_ref = module.declare_func_in_func(malloc, b.func);
+        let alloc_ref = module.declare_func_in_func(aligned_alloc, b.func);
         let free_ref = module.declare_func_in_func(free, b.func);
         // Only scratch buffers with memory of their own are allocated; the
         // others reuse theirs (plan-memory).
@@ -271,10 +279,15 @@ fn build_object(
         }
         let out_of_memory = b.create_block();
         for (name, &v) in scratch.iter().zip(&scratch_vars) {
+            // Whole cache lines (aligned_alloc wants a multiple of the
+            // alignment), at least one; byte counts are below 2^62, so
+            // rounding up cannot wrap.
             let bytes = bytes_of[*name];
-            let one = b.ins().iconst(types::I64, 1);
-            let at_least_one = b.ins().umax(bytes, one);
-            let call = b.ins().call(malloc_ref, &[at_least_one]);
+            let align = b.ins().iconst(types::I64, BUFFER_ALIGN as i64);
+            let rounded = b.ins().iadd_imm_s(bytes, BUFFER_ALIGN as i64 - 1);
+            let rounded = b.ins().band_imm_s(rounded, -(BUFFER_ALIGN as i64));
+            let at_least_one = b.ins().umax(rounded, align);
+            let call = b.ins().call(alloc_ref, &[align, at_least_one]);
             let p = b.inst_results(call)[0];
             b.def_var(v, p);
             let ok = b.create_block();

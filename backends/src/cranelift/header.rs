@@ -21,7 +21,7 @@ pub fn header(m: &Module, prefix: &str, source: &str) -> String {
     let _ = writeln!(h, "#ifdef __cplusplus\nextern \"C\" {{\n#endif\n");
     let _ = writeln!(h, "#define {upper}_OK {OK}");
     let _ = writeln!(h, "#define {upper}_ERR_BAD_SIZE {ERR_BAD_SIZE}        /* a size is <= 0, or a buffer's byte count overflows */");
-    let _ = writeln!(h, "#define {upper}_ERR_OUT_OF_MEMORY {ERR_OUT_OF_MEMORY}   /* malloc of scratch memory failed */");
+    let _ = writeln!(h, "#define {upper}_ERR_OUT_OF_MEMORY {ERR_OUT_OF_MEMORY}   /* allocating scratch memory failed */");
     let _ = writeln!(h, "#define {upper}_ERR_NULL_BUFFER {ERR_NULL_BUFFER}     /* an input or output pointer is NULL */\n");
     let sizes: Vec<String> = m
         .sizes

@@ -103,13 +103,50 @@ impl JitModule {
     }
 }
 
+/// A buffer whose first element starts on a cache line
+/// ([`crate::cranelift::artifact::BUFFER_ALIGN`], as in a compiled library):
+/// a vector load from a `Vec`'s 16-byte boundary straddles two lines, which
+/// made a sparse layer's timings depend on where the allocator put it.
+struct Aligned<T> {
+    raw: Vec<T>,
+    offset: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    fn new(data: &[T]) -> Aligned<T> {
+        let per_line = (super::artifact::BUFFER_ALIGN as usize / std::mem::size_of::<T>()).max(1);
+        let mut raw = vec![T::default(); data.len() + per_line];
+        let misaligned = raw.as_ptr() as usize % super::artifact::BUFFER_ALIGN as usize;
+        let offset = if misaligned == 0 {
+            0
+        } else {
+            (super::artifact::BUFFER_ALIGN as usize - misaligned) / std::mem::size_of::<T>()
+        };
+        raw[offset..offset + data.len()].copy_from_slice(data);
+        Aligned {
+            raw,
+            offset,
+            len: data.len(),
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut T {
+        self.raw[self.offset..].as_mut_ptr()
+    }
+
+    fn to_vec(&self) -> Vec<T> {
+        self.raw[self.offset..self.offset + self.len].to_vec()
+    }
+}
+
 /// A compiled module bound to one set of inputs and sizes: its buffers are
 /// allocated once, so [`BoundModule::execute`] only calls the kernels (what
 /// `lopper bench` times).
 pub struct BoundModule<'a> {
     module: &'a JitModule,
-    storage: HashMap<String, Vec<f32>>,
-    index_storage: HashMap<String, Vec<i64>>,
+    storage: HashMap<String, Aligned<f32>>,
+    index_storage: HashMap<String, Aligned<i64>>,
     shapes: HashMap<String, Vec<usize>>,
     size_values: Vec<i64>,
 }
@@ -138,9 +175,9 @@ impl JitModule {
         inputs: &HashMap<String, Tensor>,
         sizes: &BTreeMap<String, usize>,
     ) -> Result<BoundModule<'_>, BackendError> {
-        let mut storage: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut storage: HashMap<String, Aligned<f32>> = HashMap::new();
         // Constant index arrays, read by the kernels as i64.
-        let mut index_storage: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut index_storage: HashMap<String, Aligned<i64>> = HashMap::new();
         let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
         for b in &self.lir.buffers {
             let shape = b.ty.shape.bind(sizes).map_err(BackendError::Run)?;
@@ -160,7 +197,8 @@ impl JitModule {
                     t.data.clone()
                 }
                 BufferKind::Const if b.index_data.is_some() => {
-                    index_storage.insert(b.name.clone(), b.index_data.clone().unwrap_or_default());
+                    let indices = b.index_data.as_deref().unwrap_or_default();
+                    index_storage.insert(b.name.clone(), Aligned::new(indices));
                     continue;
                 }
                 BufferKind::Const => b
@@ -186,7 +224,7 @@ impl JitModule {
                     data.len()
                 )));
             }
-            storage.insert(b.name.clone(), data);
+            storage.insert(b.name.clone(), Aligned::new(&data));
             shapes.insert(b.name.clone(), shape);
         }
         let size_values: Vec<i64> = self
@@ -248,7 +286,7 @@ impl BoundModule<'_> {
                     b.name.clone(),
                     Tensor {
                         shape: self.shapes[&b.name].clone(),
-                        data: self.storage[&b.name].clone(),
+                        data: self.storage[&b.name].to_vec(),
                     },
                 )
             })
@@ -259,6 +297,20 @@ impl BoundModule<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_buffers_start_on_a_cache_line_and_keep_their_values() {
+        for len in [0usize, 1, 5, 300, 4096] {
+            let data: Vec<f32> = (0..len).map(|i| i as f32 * 0.5).collect();
+            let mut b = Aligned::new(&data);
+            assert_eq!(b.as_mut_ptr() as usize % 64, 0, "{len} floats");
+            assert_eq!(b.to_vec(), data);
+            let indices: Vec<i64> = (0..len as i64).collect();
+            let mut i = Aligned::new(&indices);
+            assert_eq!(i.as_mut_ptr() as usize % 64, 0, "{len} indices");
+            assert_eq!(i.to_vec(), indices);
+        }
+    }
 
     /// A kernel that reads one element past its input, which the verifier
     /// would refuse: only a module built by hand (and never verified) has it.
