@@ -57,7 +57,7 @@ pub(crate) fn expr_type(
         Expr::Float(_) => ScalarType::F32,
         Expr::Load { buffer, .. } if index_array(buffer) => ScalarType::Index,
         Expr::Load { .. } => ScalarType::F32,
-        Expr::Fma(a, _, _) => of(a),
+        Expr::Fma(a, _, _) | Expr::Shuffle(a, _, _) => of(a),
         Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
         Expr::HorizontalSum(_) => ScalarType::F32,
         Expr::Var(v) => var(v).unwrap_or(ScalarType::F32),

@@ -356,52 +356,117 @@ impl Pass<Module> for AutoSchedule {
             // pool) are unrolled whatever else happens.
             let (_, inner) = band(&m.kernels[k].body);
             let short = short_innermost_loops(inner);
-            let mut steps = match plan(m, k, self.lanes, self.l2_bytes) {
-                Ok(p) => vec![p],
+            let planned = plan(m, k, self.lanes, self.l2_bytes);
+            let scheduled = match &planned {
+                Ok(pipeline) => apply(m, pipeline, &name, cx),
                 Err(why) => {
                     cx.remark(format!("@{name}: not vectorized: {why}"));
-                    // Scalar code still gains from independent chains: four
-                    // outputs of the innermost band loop at a time, their
-                    // reductions jammed (a max pool's running maximum is a
-                    // chain of dependent instructions otherwise).
-                    // Inner loops that store along a row (softmax's and
-                    // layer norm's last step) are vectorized on their own;
-                    // a reduction into a scalar declared outside is refused
-                    // by the verifier's types and stays as it is.
-                    let (loops, inner) = band(&m.kernels[k].body);
-                    let mut steps: Vec<String> = innermost_loops(inner, self.lanes as i64)
-                        .iter()
-                        .map(|v| {
-                            format!("vectorize{{kernel={name},loop={v},lanes={}}}", self.lanes)
-                        })
-                        .collect();
-                    if let Some((v, lo, hi)) = loops.last() {
-                        if extent(lo, hi).is_some_and(|n| n >= 8) {
-                            steps.push(format!("unroll{{kernel={name},loop={v},factor=4}}"));
-                        }
-                    }
-                    steps
+                    false
                 }
             };
-            steps.extend(
-                short
-                    .iter()
-                    .map(|l| format!("unroll{{kernel={name},loop={l}}}")),
-            );
-            for pipeline in steps {
-                let mut trial = m.clone();
-                match run_steps(&mut trial, &pipeline) {
-                    Ok(()) => {
+            // A transposing copy, which no single loop vectorizes: tiles
+            // transposed in registers (tried quietly: most kernels are not
+            // transposes).
+            let transposed = !scheduled
+                && transpose_steps(m, k, self.lanes).is_some_and(|pipeline| {
+                    let mut trial = m.clone();
+                    let ok = run_steps(&mut trial, &pipeline).is_ok();
+                    if ok {
                         cx.remark(format!("@{name}: {pipeline}"));
                         *m = trial;
-                        changed = true;
                     }
-                    Err(why) => cx.remark(format!("@{name}: not applied: {pipeline}: {why}")),
+                    ok
+                });
+            changed |= scheduled || transposed;
+            if planned.is_err() && !transposed {
+                // Scalar code still gains from independent chains: four
+                // outputs of the innermost band loop at a time, their
+                // reductions jammed (a max pool's running maximum is a
+                // chain of dependent instructions otherwise).
+                // Inner loops that store along a row (softmax's and
+                // layer norm's last step) are vectorized on their own;
+                // a reduction into a scalar declared outside is refused
+                // by the verifier's types and stays as it is.
+                let (loops, inner) = band(&m.kernels[k].body);
+                let mut steps: Vec<String> = innermost_loops(inner, self.lanes as i64)
+                    .iter()
+                    .map(|v| format!("vectorize{{kernel={name},loop={v},lanes={}}}", self.lanes))
+                    .collect();
+                if let Some((v, lo, hi)) = loops.last() {
+                    if extent(lo, hi).is_some_and(|n| n >= 8) {
+                        steps.push(format!("unroll{{kernel={name},loop={v},factor=4}}"));
+                    }
                 }
+                for pipeline in steps {
+                    changed |= apply(m, &pipeline, &name, cx);
+                }
+            }
+            for l in short {
+                changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
             }
         }
         Ok(Changed::from(changed))
     }
+}
+
+/// Runs `pipeline` on a copy of `m` and keeps the result if every step
+/// applies and the module verifies; says which in a remark.
+fn apply(m: &mut Module, pipeline: &str, name: &str, cx: &mut PassContext) -> bool {
+    let mut trial = m.clone();
+    match run_steps(&mut trial, pipeline) {
+        Ok(()) => {
+            cx.remark(format!("@{name}: {pipeline}"));
+            *m = trial;
+            true
+        }
+        Err(why) => {
+            cx.remark(format!("@{name}: not applied: {pipeline}: {why}"));
+            false
+        }
+    }
+}
+
+/// The steps for a transposing copy (the transposes around a sparse
+/// layer, the `transpose` op): its two innermost band loops tiled by the
+/// vector width and each whole tile transposed in registers
+/// (`vectorize-transpose`), with fewer lanes when a loop is shorter than a
+/// vector. `None` when the band has fewer than two loops, its body other
+/// statements than `let`s and one store, or a loop has fewer than 4
+/// iterations; the pass itself checks the rest.
+fn transpose_steps(m: &Module, kernel: usize, lanes: u32) -> Option<String> {
+    let k = &m.kernels[kernel];
+    let (loops, inner) = band(&k.body);
+    let [.., (a, a_lo, a_hi), (b, b_lo, b_hi)] = &loops[..] else {
+        return None;
+    };
+    let straight = inner.iter().all(|s| {
+        matches!(
+            s,
+            Stmt::Let { .. } | Stmt::Assign { .. } | Stmt::Store { .. }
+        )
+    });
+    if !straight || !matches!(inner.last(), Some(Stmt::Store { .. })) {
+        return None;
+    }
+    // The shorter constant extent bounds the tile (a symbolic one, a
+    // batch, does not: its partial tile stays scalar).
+    let shortest = [extent(a_lo, a_hi), extent(b_lo, b_hi)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(i64::MAX);
+    let mut lanes = lanes;
+    while lanes > 4 && shortest < lanes as i64 {
+        lanes /= 2;
+    }
+    if shortest < lanes as i64 {
+        return None;
+    }
+    let name = &k.name;
+    Some(format!(
+        "tile{{kernel={name},loops=[{a},{b}],sizes=[{lanes},{lanes}]}},\
+         vectorize-transpose{{kernel={name},loops=[{a}.i,{b}.i],lanes={lanes}}}"
+    ))
 }
 
 /// Vectors per tile of a symbolic column loop, at most ([`symbolic_column`]).

@@ -32,6 +32,7 @@ pub mod sparse_cost;
 pub mod tile;
 pub mod unroll;
 pub mod vectorize;
+pub mod vectorize_transpose;
 
 pub use ir::Ir;
 pub use manager::{Instrumentation, PassManager, PassTiming};

@@ -149,6 +149,20 @@ pub static PASSES: &[PassInfo] = &[
         create: |o| Ok(AnyPass::Loops(Box::new(crate::vectorize::Vectorize::from_options(o)?))),
     },
     PassInfo {
+        name: "vectorize-transpose",
+        description: "vectorize a transposing copy: tiles of lanes x lanes loaded as rows, transposed in registers with shuffles, stored as columns (loop IR)",
+        options: &[
+            ("loops", "the two point loops of each tile, outer first: [k.i,i0.i]"),
+            ("lanes", "lanes per vector and the tile's side: 4 (the default), 8 or 16"),
+            ("kernel", "only these kernels (default: every kernel with the loops)"),
+        ],
+        create: |o| {
+            Ok(AnyPass::Loops(Box::new(
+                crate::vectorize_transpose::VectorizeTranspose::from_options(o)?,
+            )))
+        },
+    },
+    PassInfo {
         name: "unroll",
         description: "copy a loop's body fully or by a factor, jamming inner loops (register blocking) (loop IR)",
         options: &[

@@ -217,7 +217,7 @@ fn recomputable(body: &[Stmt]) -> bool {
 }
 
 /// True if `body` loads from `buffer`.
-fn loads(body: &[Stmt], buffer: &str) -> bool {
+pub(crate) fn loads(body: &[Stmt], buffer: &str) -> bool {
     let mut found = false;
     crate::loop_nest::map_block(
         body,

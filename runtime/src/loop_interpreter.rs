@@ -348,6 +348,17 @@ impl Machine<'_> {
                 Val::V(self.storage[&storage][at..at + *lanes as usize].to_vec())
             }
             Expr::Broadcast(v, lanes) => Val::V(vec![self.float(v)?; *lanes as usize]),
+            Expr::Shuffle(a, b, mask) => match (self.eval(a)?, self.eval(b)?) {
+                (Val::V(mut lanes), Val::V(more)) => {
+                    lanes.extend(more);
+                    let picked: Option<Vec<f32>> = mask
+                        .iter()
+                        .map(|&i| lanes.get(i as usize).copied())
+                        .collect();
+                    Val::V(picked.ok_or_else(|| self.err("`shuffle` lane out of range".into()))?)
+                }
+                other => return Err(self.err(format!("`shuffle` of {other:?}"))),
+            },
             Expr::HorizontalSum(v) => match self.eval(v)? {
                 Val::V(lanes) => Val::F(lanes.iter().sum()),
                 other => return Err(self.err(format!("`hsum` of {other:?}"))),

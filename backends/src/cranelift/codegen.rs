@@ -795,6 +795,27 @@ impl Lowerer<'_, '_> {
                 }
                 sum
             }
+            Expr::Shuffle(a, c, mask) => {
+                // Cranelift shuffles bytes: each f32 lane is four of them.
+                self.vector_type(mask.len() as u32)?;
+                let bytes: Vec<u8> = mask
+                    .iter()
+                    .flat_map(|&l| (0..4).map(move |byte| (4 * l + byte) as u8))
+                    .collect();
+                let flags =
+                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+                let (x, y) = (self.expr(a)?, self.expr(c)?);
+                let x = self.b.ins().bitcast(types::I8X16, flags, x);
+                let y = self.b.ins().bitcast(types::I8X16, flags, y);
+                let mask = self
+                    .b
+                    .func
+                    .dfg
+                    .immediates
+                    .push(cranelift_codegen::ir::ConstantData::from(bytes));
+                let r = self.b.ins().shuffle(x, y, mask);
+                self.b.ins().bitcast(types::F32X4, flags, r)
+            }
             Expr::Fma(a, c, d) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(c)?, self.expr(d)?);
                 self.b.ins().fma(x, y, z)

@@ -687,6 +687,23 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 }
                 sum.into()
             }
+            Expr::Shuffle(a, b, mask) => {
+                let (x, y) = (self.expr(a)?, self.expr(b)?);
+                let i32t = self.context.i32_type();
+                let lanes: Vec<_> = mask
+                    .iter()
+                    .map(|&l| i32t.const_int(u64::from(l), false))
+                    .collect();
+                self.b
+                    .build_shuffle_vector(
+                        x.into_vector_value(),
+                        y.into_vector_value(),
+                        VectorType::const_vector(&lanes),
+                        "",
+                    )
+                    .map_err(err)?
+                    .into()
+            }
             Expr::Fma(a, b, c) => {
                 let ty = self.llvm_type(self.type_of(a));
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);

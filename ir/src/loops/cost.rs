@@ -132,6 +132,7 @@ impl Counter<'_> {
                 .then_some(1.0),
             Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => Some(*lanes as f64),
             Expr::HorizontalSum(_) => Some(1.0),
+            Expr::Shuffle(_, _, mask) => Some(mask.len() as f64),
             Expr::Binary(op, a, b) => match op {
                 BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => None,
                 BinOp::And | BinOp::Or => None,
@@ -161,6 +162,7 @@ impl Counter<'_> {
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
                 self.flops(a) + self.flops(b) + self.flops(c)
             }
+            Expr::Shuffle(a, b, _) => self.flops(a) + self.flops(b),
             _ => 0.0,
         };
         own + children
@@ -232,7 +234,9 @@ fn branches_on(body: &[Stmt], var: &str) -> bool {
             Expr::Load { indices, .. } | Expr::VLoad { indices, .. } => {
                 indices.iter().any(|i| mentions(i, names))
             }
-            Expr::Binary(_, a, b) => mentions(a, names) || mentions(b, names),
+            Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => {
+                mentions(a, names) || mentions(b, names)
+            }
             Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::HorizontalSum(a) => {
                 mentions(a, names)
             }

@@ -266,6 +266,10 @@ pub enum Expr {
     Broadcast(Box<Expr>, u32),
     /// `hsum(v)`: the sum of a vector's lanes, an `f32`.
     HorizontalSum(Box<Expr>),
+    /// `shuffle(a, b, [i, ...])`: lane `l` of the result is lane `mask[l]`
+    /// of `a` and `b` placed end to end (`a`'s lanes first), as LLVM's
+    /// `shufflevector`; the result has as many lanes as `a` and `b`.
+    Shuffle(Box<Expr>, Box<Expr>, Vec<u32>),
 }
 
 impl Expr {
@@ -422,6 +426,10 @@ pub fn buffers_used(body: &[Stmt]) -> Vec<String> {
                 expr(b, out);
             }
             Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::HorizontalSum(a) => expr(a, out),
+            Expr::Shuffle(a, b, _) => {
+                expr(a, out);
+                expr(b, out);
+            }
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
                 expr(a, out);
                 expr(b, out);

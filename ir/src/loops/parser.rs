@@ -387,6 +387,19 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                 _ => unreachable!("grammar: vload holds a load"),
             }
         }
+        Rule::shuffle => {
+            let mut it = p.into_inner();
+            let a = expr(it.next().expect("grammar: first vector"))?;
+            let b = expr(it.next().expect("grammar: second vector"))?;
+            let mask = it
+                .map(|i| {
+                    i.as_str().parse::<u32>().map_err(|_| {
+                        Diagnostic::at(span(&i), "a shuffle index is a lane number", "here")
+                    })
+                })
+                .collect::<Result<Vec<u32>, _>>()?;
+            Expr::Shuffle(Box::new(a), Box::new(b), mask)
+        }
         Rule::broadcast => {
             let mut it = p.into_inner();
             let lanes = lane_count(&it.next().expect("grammar: lanes"))?;

@@ -220,6 +220,16 @@ fn write_expr(out: &mut String, e: &Expr) {
         Expr::HorizontalSum(v) => {
             let _ = write!(out, "hsum({})", expr_text(v));
         }
+        Expr::Shuffle(a, b, mask) => {
+            let mask: Vec<String> = mask.iter().map(u32::to_string).collect();
+            let _ = write!(
+                out,
+                "shuffle({}, {}, [{}])",
+                expr_text(a),
+                expr_text(b),
+                mask.join(", ")
+            );
+        }
     }
 }
 

@@ -571,6 +571,33 @@ impl Checker<'_> {
                 self.expect(v, F32, "a broadcast value");
                 Vector(*lanes)
             }
+            Expr::Shuffle(a, b, mask) => {
+                let (ta, tb) = (self.type_of(a)?, self.type_of(b)?);
+                let Vector(lanes) = ta else {
+                    self.error(format!("`shuffle` needs vectors, got {}", ta.name()));
+                    return None;
+                };
+                if tb != ta {
+                    self.error(format!("`shuffle` mixes {} and {}", ta.name(), tb.name()));
+                    return None;
+                }
+                if mask.len() != lanes as usize {
+                    self.error(format!(
+                        "`shuffle` of {} gives {lanes} lanes, its mask has {}",
+                        ta.name(),
+                        mask.len()
+                    ));
+                    return None;
+                }
+                if let Some(bad) = mask.iter().find(|&&i| i >= 2 * lanes) {
+                    self.error(format!(
+                        "`shuffle` lane {bad} is past the {} lanes of its two vectors",
+                        2 * lanes
+                    ));
+                    return None;
+                }
+                Vector(lanes)
+            }
             Expr::HorizontalSum(v) => match self.type_of(v)? {
                 Vector(_) => F32,
                 other => {
