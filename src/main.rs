@@ -1071,6 +1071,30 @@ fn compile_model(
     let name = stem.strip_prefix("lib").unwrap_or(stem);
     let c_name = lopper_backends::cranelift::artifact::c_identifier(name);
     let beside = |ext: &str| output.with_file_name(format!("{c_name}.{ext}"));
+    // `lopper compile m.lir --emit lir` would write `m.lir` over its input.
+    let input = std::fs::canonicalize(file).ok();
+    let overwrites_input = |p: &Path| input.is_some() && std::fs::canonicalize(p).ok() == input;
+    let requested = |kind: Artifact, ext: &str| emit.contains(&kind).then(|| beside(ext));
+    let clobbered = [
+        requested(Artifact::So, "").map(|_| output.to_path_buf()),
+        requested(Artifact::Gir, "gir"),
+        requested(Artifact::Lir, "lir"),
+        requested(Artifact::Clif, "clif"),
+        requested(Artifact::H, "h"),
+        requested(Artifact::Obj, "o"),
+        requested(Artifact::LlvmIr, "ll"),
+        requested(Artifact::Asm, "s"),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| overwrites_input(p));
+    if let Some(p) = clobbered {
+        bail!(
+            "`{}` would be written over the input `{}`: choose another -o (the files --emit asks for are named after it)",
+            p.display(),
+            file.display()
+        );
+    }
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| anyhow!("cannot create `{}`: {e}", parent.display()))?;

@@ -296,6 +296,26 @@ fn lowering_continues_the_dumps_and_runs() {
 /// `compile --dump-dir` leaves one numbered file per stage, parse to CLIF,
 /// and the last one is reproduced by the command in its first line.
 #[test]
+fn compile_never_writes_over_its_input() {
+    let dir = scratch("compile-clobber");
+    let lir = "module @m() {\n  buffer %x: in f32[2]\n  buffer %y: out f32[2]\n\n  kernel @k(%x, %y) {\n    for %i in 0..2 {\n      %y[%i] = %x[%i]\n    }\n  }\n}\n";
+    std::fs::write(dir.join("m.lir"), lir).unwrap();
+    let (code, _, err) = lopper(
+        &dir,
+        &["compile", "m.lir", "--emit", "lir", "-o", "libm.so"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("would be written over the input"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.join("m.lir")).unwrap(), lir);
+    let (code, _, err) = lopper(
+        &dir,
+        &["compile", "m.lir", "--emit", "lir", "-o", "out/libm.so"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("out/m.lir").exists());
+}
+
+#[test]
 fn compile_dumps_every_stage_through_clif() {
     let dir = scratch("compile-dumps");
     let model = root().join("examples/lenet5.lop");
