@@ -13,7 +13,9 @@
 //! print as before.
 
 use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
-use crate::sparse_cost::{choose, relative_costs, Choice, Forced, RelativeCosts};
+use crate::sparse_cost::{
+    choose, panel_columns, relative_costs, Choice, Forced, RelativeCosts, PANEL_MIN_DENSITY,
+};
 use lopper_ir::graph::sparsity::{density, matrix_view, pattern};
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::{Graph, Op};
@@ -28,6 +30,8 @@ pub struct AnalyzeSparsity {
     pub forced: Forced,
     /// What the sparse kernels cost on the target, for the expected rows.
     pub costs: RelativeCosts,
+    /// Columns per panel of the CSR and N:M kernels (`None`: whole rows).
+    pub panel: Option<usize>,
 }
 
 impl Default for AnalyzeSparsity {
@@ -35,15 +39,18 @@ impl Default for AnalyzeSparsity {
         AnalyzeSparsity {
             forced: Forced::Auto,
             costs: relative_costs(4, 1),
+            panel: None,
         }
     }
 }
 
 impl AnalyzeSparsity {
     /// Reads `analyze-sparsity{format=auto|dense|csr|bsr|bsrRxC|nm|N:M,
-    /// lanes=4|8|16,rows=N}`.
+    /// lanes=4|8|16,rows=N,panel=COLUMNS}`; `panel` defaults to
+    /// [`panel_columns`] for the lanes, the rows and the host's level-1
+    /// data cache, and `panel=0` asks for whole rows.
     pub fn from_options(o: &PassOptions) -> Result<AnalyzeSparsity, String> {
-        o.check_known(PASS, &["format", "lanes", "rows"])?;
+        o.check_known(PASS, &["format", "lanes", "rows", "panel"])?;
         let number = |k: &str, default: usize| -> Result<usize, String> {
             match o.0.get(k) {
                 None => Ok(default),
@@ -59,13 +66,31 @@ impl AnalyzeSparsity {
         if ![4, 8, 16].contains(&lanes) {
             return Err(format!("`lanes` of `{PASS}` must be 4, 8 or 16"));
         }
-        let costs = relative_costs(lanes as u32, number("rows", 1)?);
+        let rows = number("rows", 1)?;
+        let costs = relative_costs(lanes as u32, rows);
+        let panel = match o.0.get("panel").map(|v| v.trim().parse::<usize>()) {
+            None => {
+                let l1 = crate::auto_schedule::host_cache_bytes(1).unwrap_or(32 << 10);
+                panel_columns(lanes as u32, rows, l1)
+            }
+            Some(Ok(0)) => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return Err(format!(
+                    "`panel` of `{PASS}` is a number of columns (0 for whole rows)"
+                ))
+            }
+        };
         let forced = match o.0.get("format").map(|s| s.trim()) {
             None | Some("auto") => Forced::Auto,
             Some("nm") => Forced::NM,
             Some(f) => Forced::Format(f.parse()?),
         };
-        Ok(AnalyzeSparsity { forced, costs })
+        Ok(AnalyzeSparsity {
+            forced,
+            costs,
+            panel,
+        })
     }
 }
 
@@ -160,6 +185,15 @@ pub fn analyze(
     Ok(out)
 }
 
+/// Panels of about `target` columns over `cols`, all of one width: the
+/// nearest whole number of panels (`None` if that is one), each
+/// `cols / panels` wide, rounded up. fc1's 784 columns with a target of
+/// 192 take four panels of 196, not four of 192 and one of 16.
+fn balanced_panel(cols: usize, target: usize) -> Option<usize> {
+    let count = (cols as f64 / target.max(1) as f64).round() as usize;
+    (count > 1).then(|| cols.div_ceil(count))
+}
+
 impl Pass<Graph> for AnalyzeSparsity {
     fn name(&self) -> &'static str {
         PASS
@@ -181,6 +215,16 @@ impl Pass<Graph> for AnalyzeSparsity {
                 (r.density < 1.0 || r.choice.format != SparseFormat::Dense).then_some(Sparsity {
                     density: r.density,
                     format: r.choice.format,
+                    // Panels for the linear kernels that read the
+                    // activations by column, when narrower than the weight.
+                    panel: self
+                        .panel
+                        .filter(|_| {
+                            matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
+                                && r.op == "linear"
+                                && r.density >= PANEL_MIN_DENSITY
+                        })
+                        .and_then(|columns| balanced_panel(r.shape[1], columns)),
                 });
             cx.remark(format!(
                 "%{}: density {:.3}, pattern {}, kernel {} ({})",
@@ -192,5 +236,47 @@ impl Pass<Graph> for AnalyzeSparsity {
             }
         }
         Ok(Changed::from(changed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_fill_the_level_one_cache_and_come_in_equal_widths() {
+        // 48 KiB of L1 over 64 rows of floats: 192 columns.
+        assert_eq!(panel_columns(16, 64, 48 << 10), Some(192));
+        assert_eq!(panel_columns(8, 16, 48 << 10), Some(768));
+        // Too few rows for a vector tile, or Cranelift's 4 lanes: none.
+        assert_eq!(panel_columns(16, 16, 48 << 10), None);
+        assert_eq!(panel_columns(4, 64, 48 << 10), None);
+        // Many rows: never narrower than 32 columns.
+        assert_eq!(panel_columns(16, 4096, 48 << 10), Some(32));
+        assert_eq!(balanced_panel(784, 192), Some(196));
+        assert_eq!(balanced_panel(300, 192), Some(150));
+        assert_eq!(balanced_panel(100, 192), None);
+        assert_eq!(balanced_panel(10, 4), Some(4));
+    }
+
+    #[test]
+    fn a_panel_option_forces_or_removes_panels() {
+        let opts = |text: &str| {
+            let spec = crate::pipeline::parse_pipeline(text).unwrap();
+            AnalyzeSparsity::from_options(&spec[0].options)
+        };
+        assert_eq!(opts("analyze-sparsity{panel=64}").unwrap().panel, Some(64));
+        assert_eq!(
+            opts("analyze-sparsity{lanes=16,rows=64,panel=0}")
+                .unwrap()
+                .panel,
+            None
+        );
+        assert!(opts("analyze-sparsity{lanes=4,rows=64}")
+            .unwrap()
+            .panel
+            .is_none());
+        let err = opts("analyze-sparsity{panel=wide}").err().unwrap();
+        assert!(err.contains("number of columns"), "{err}");
     }
 }

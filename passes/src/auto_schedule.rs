@@ -445,7 +445,10 @@ fn transpose_steps(m: &Module, kernel: usize, lanes: u32) -> Option<String> {
             Stmt::Let { .. } | Stmt::Assign { .. } | Stmt::Store { .. }
         )
     });
-    if !straight || !matches!(inner.last(), Some(Stmt::Store { .. })) {
+    let Some(Stmt::Store { indices, .. }) = inner.last() else {
+        return None;
+    };
+    if !straight {
         return None;
     }
     // The shorter constant extent bounds the tile (a symbolic one, a
@@ -463,9 +466,23 @@ fn transpose_steps(m: &Module, kernel: usize, lanes: u32) -> Option<String> {
         return None;
     }
     let name = &k.name;
+    // The store's loop outside the loads' loop: each tile row then reads
+    // on along its line of the source (a few sequential streams the
+    // prefetcher follows) rather than one line of each of many rows (the
+    // transpose of x[64, 784] at batch 64: 6.6 µs against 14.5 µs).
+    let store_moves_along_b = indices.last().is_some_and(|i| coefficient(i, b) == Some(1));
+    let (interchange, outer, inner) = if store_moves_along_b {
+        (
+            format!("interchange{{kernel={name},loops=[{a},{b}]}},"),
+            b,
+            a,
+        )
+    } else {
+        (String::new(), a, b)
+    };
     Some(format!(
-        "tile{{kernel={name},loops=[{a},{b}],sizes=[{lanes},{lanes}]}},\
-         vectorize-transpose{{kernel={name},loops=[{a}.i,{b}.i],lanes={lanes}}}"
+        "{interchange}tile{{kernel={name},loops=[{outer},{inner}],sizes=[{lanes},{lanes}]}},\
+         vectorize-transpose{{kernel={name},loops=[{outer}.i,{inner}.i],lanes={lanes}}}"
     ))
 }
 

@@ -98,6 +98,7 @@ pub static PASSES: &[PassInfo] = &[
             ("format", "auto (cost model, default), dense, csr, bsr, bsrRxC, nm or N:M: the format of every linear layer"),
             ("lanes", "vector lanes of the backend: 4 (Cranelift, the default), 8 or 16 (set from --backend)"),
             ("rows", "rows per call (batch) to choose kernels for: 1 by default (set by --tune-batch, bench and run)"),
+            ("panel", "columns per panel of CSR and N:M kernels, 0 for whole rows (default: from lanes, rows and the L1 cache)"),
         ],
         create: |o| {
             Ok(AnyPass::Graph(Box::new(

@@ -348,6 +348,9 @@ impl Param {
         if let Some(s) = &self.sparsity {
             v.push(("density", AttrValue::Str(format!("{:.3}", s.density))));
             v.push(("format", AttrValue::Str(s.format.to_string())));
+            if let Some(panel) = s.panel {
+                v.push(("panel", AttrValue::Int(panel as i64)));
+            }
         }
         v
     }
@@ -451,10 +454,20 @@ impl Param {
                     Some(AttrValue::Str(f)) => f.parse().map_err(|e| err(Some("format"), e))?,
                     _ => return Err(err(Some("format"), "`format` must be a string".into())),
                 },
+                panel: match get("panel") {
+                    None => None,
+                    Some(AttrValue::Int(n)) if *n > 0 => Some(*n as usize),
+                    Some(_) => {
+                        return Err(err(
+                            Some("panel"),
+                            "`panel` is a positive number of columns".into(),
+                        ))
+                    }
+                },
             };
             let rest: Vec<(String, AttrValue)> = attrs
                 .iter()
-                .filter(|(k, _)| k != "density" && k != "format")
+                .filter(|(k, _)| k != "density" && k != "format" && k != "panel")
                 .cloned()
                 .collect();
             let mut p = Param::from_attrs(&rest, ty, files)?;

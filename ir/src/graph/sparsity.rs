@@ -87,6 +87,11 @@ pub struct Sparsity {
     pub density: f64,
     /// The kernel format chosen for it.
     pub format: SparseFormat,
+    /// Columns per panel for a CSR or N:M kernel that runs panel by panel
+    /// (so that a panel of the activations stays in the level-1 cache while
+    /// every row reads it), or `None` for whole rows (printed as `panel =
+    /// 196` when set).
+    pub panel: Option<usize>,
 }
 
 /// A weight of shape `shape` as a matrix: `(rows, columns)`.

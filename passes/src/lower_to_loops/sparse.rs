@@ -26,6 +26,13 @@
 //!   share each loaded row of `x.t`; edge blocks are padded with zero
 //!   weights (and `x.t` with zero rows).
 //!
+//! With `panel = C` on the weight (`analyze-sparsity`), CSR and N:M run
+//! panel by panel: the row pointers are `%w.rowptr[kp, j]` over panels of
+//! `C` columns, the product loops over the panels outermost, each row's
+//! first accumulator starts from the partial sum in `y.t` after the first
+//! panel, and the fused consumers run after the last. A panel of `x.t` then
+//! stays in the L1 cache while every output row reads it.
+//!
 //! Padding slots point at a column the row already reads (column 0 for an
 //! N:M group with no nonzero), so they cost a multiply-add but rarely an
 //! extra cache line. The verifier bounds every access
@@ -119,8 +126,58 @@ fn grouped_rows(
     (values, columns, rowptr)
 }
 
-fn build(w: &Tensor, format: SparseFormat) -> Stored {
+/// CSR by panels of `panel` columns: for each panel, each row's nonzeros
+/// in it as groups of [`CSR_GROUP`], and row pointers `[panels, rows + 1]`
+/// (in groups, counted from the first panel's first group).
+fn panelled_rows(w: &Tensor, panel: usize) -> Stored {
     let (rows, cols) = (w.shape[0], w.shape[1]);
+    let panels = cols.div_ceil(panel);
+    let (mut values, mut columns, mut rowptr) = (Vec::new(), Vec::new(), Vec::new());
+    for kp in 0..panels {
+        let range = kp * panel..((kp + 1) * panel).min(cols);
+        let (v, c, ptr) = grouped_rows(rows, cols, &w.data, |row| {
+            let nz: Vec<usize> = range.clone().filter(|&c| row[c] != 0.0).collect();
+            nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect()
+        });
+        let before = (columns.len() / CSR_GROUP) as i64;
+        rowptr.extend(ptr.iter().map(|p| p + before));
+        values.extend(v);
+        columns.extend(c);
+    }
+    // An all-zero weight still gets one (never visited) group.
+    if columns.is_empty() {
+        values = vec![0.0; CSR_GROUP];
+        columns = vec![0; CSR_GROUP];
+    }
+    let groups = columns.len() / CSR_GROUP;
+    Stored {
+        values: Tensor {
+            shape: vec![groups, CSR_GROUP],
+            data: values,
+        },
+        indices: vec![
+            ("rowptr", vec![panels, rows + 1], rowptr),
+            ("colidx", vec![groups, CSR_GROUP], columns),
+        ],
+        out_rows: rows,
+        in_rows: cols,
+    }
+}
+
+fn build(w: &Tensor, format: SparseFormat, panel: Option<usize>) -> Stored {
+    let (rows, cols) = (w.shape[0], w.shape[1]);
+    if let (Some(columns), SparseFormat::Csr | SparseFormat::NM { .. }) = (panel, format) {
+        // N:M panels end on group boundaries, so that each holds whole
+        // groups of m (its rows then have the same length but for the
+        // padding of the last group; the row pointers say where).
+        let columns = match format {
+            SparseFormat::NM { m, .. } => (columns / m * m).max(m),
+            _ => columns,
+        };
+        if columns < cols {
+            return panelled_rows(w, columns);
+        }
+    }
     match format {
         SparseFormat::Csr => {
             let (values, columns, rowptr) = grouped_rows(rows, cols, &w.data, |row| {
@@ -240,6 +297,18 @@ impl Lowering<'_> {
         )
     }
 
+    /// The columns per panel `analyze-sparsity` chose for a linear layer's
+    /// sparse weight, if it runs by panels.
+    fn sparse_panel(&self, n: NodeIndex) -> Option<usize> {
+        let w = *self.g.operands(n).get(1)?;
+        match &self.g.node(w).op {
+            Op::Param(Param {
+                sparsity: Some(s), ..
+            }) => s.panel,
+            _ => None,
+        }
+    }
+
     /// The sparse format `analyze-sparsity` chose for a linear layer's
     /// weight, if not dense.
     pub(super) fn sparse_format(&self, n: NodeIndex) -> Option<SparseFormat> {
@@ -326,7 +395,15 @@ impl Lowering<'_> {
                 ));
             }
         }
-        let stored = build(&weight, format);
+        let stored = build(&weight, format, self.sparse_panel(n));
+        // Panels of the reduction, when the row pointers have one row per
+        // panel: the kernel runs panel by panel, the accumulators starting
+        // from the partial sums in y.t after the first.
+        let panels = stored
+            .indices
+            .iter()
+            .find(|(name, shape, _)| *name == "rowptr" && shape.len() == 2)
+            .map(|(_, shape, _)| shape[0]);
         let dims = g.node(n).ty.shape.0.clone();
         let r = dims.len();
         let lead = &dims[..r - 1];
@@ -400,8 +477,15 @@ impl Lowering<'_> {
                         )
                     })
                     .collect();
-                let (lo, hi) = match format {
-                    SparseFormat::Csr => {
+                let (lo, hi) = match (format, panels) {
+                    (_, Some(_)) => {
+                        let (ptr, kp) = (&index_names[0], Expr::var("kp"));
+                        (
+                            load(ptr, vec![kp.clone(), Expr::var("j")]),
+                            load(ptr, vec![kp, add(Expr::var("j"), int(1))]),
+                        )
+                    }
+                    (SparseFormat::Csr, None) => {
                         let ptr = &index_names[0];
                         (
                             load(ptr, vec![Expr::var("j")]),
@@ -417,8 +501,32 @@ impl Lowering<'_> {
                     }
                 };
                 let mut body = zero_lets(&names);
+                if panels.is_some() {
+                    body.push(Stmt::If {
+                        cond: Expr::bin(BinOp::Gt, Expr::var("kp"), int(0)),
+                        then: vec![Stmt::Assign {
+                            var: names[0].clone(),
+                            value: load(&y_t, at_t(Expr::var("j"))),
+                        }],
+                        otherwise: vec![],
+                    });
+                }
                 body.push(range("p", lo, hi, slots));
-                body.extend(store(self, sum(&names), Expr::var("j")));
+                let partial = Stmt::Store {
+                    buffer: y_t.clone(),
+                    indices: at_t(Expr::var("j")),
+                    value: sum(&names),
+                };
+                match panels {
+                    // Finished after the last panel only.
+                    Some(count) if in_place => body.push(Stmt::If {
+                        cond: Expr::bin(BinOp::Eq, Expr::var("kp"), int(count - 1)),
+                        then: store(self, sum(&names), Expr::var("j")),
+                        otherwise: vec![partial],
+                    }),
+                    Some(_) => body.push(partial),
+                    None => body.extend(store(self, sum(&names), Expr::var("j"))),
+                }
                 let kernel = if format == SparseFormat::Csr {
                     "csr"
                 } else {
@@ -459,7 +567,10 @@ impl Lowering<'_> {
             }
             SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
         };
-        let product = for_loop(loop_var, int(extent), nest("i", lead, body));
+        let mut product = for_loop(loop_var, int(extent), nest("i", lead, body));
+        if let Some(count) = panels {
+            product = for_loop("kp", int(count), vec![product]);
+        }
         let mut name: Vec<&str> = vec![kernel, "linear"];
         if in_place {
             name.extend(chain.iter().map(|&c| g.node(c).op.name()));
