@@ -8,7 +8,9 @@ batch size, a backend) it times the layer with every kernel format forced
 interleaved rounds, and prints the median of the rounds' medians (and the
 fastest single call, in parentheses), the fastest format by median and
 whether the cost model picked it (a match within 5% of the fastest median:
-the host is shared, and its load comes and goes). The tables of
+the host is shared, and its load comes and goes). The last line also counts
+the matches by the fastest single calls, which the neighbour's load moves
+far less than the medians. The tables of
 docs/pruning.md come from this script.
 
 Usage (from the project root, after `cargo build --release [--features llvm]`):
@@ -63,7 +65,7 @@ def main():
     print("µs per call: median (fastest call)\n")
     print("| backend | batch | layer | pruning | dense | CSR | BSR 4x4 | N:M | fastest | cost model | match |")
     print("|---|---:|---|---|---:|---:|---:|---:|---|---|---|")
-    matches = total = 0
+    matches = matches_best = total = 0
     for backend in args.backends.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
             for layer, prune in CONFIGS:
@@ -82,12 +84,17 @@ def main():
                 family = {"csr": "csr", "dense": "dense"}.get(picked, "bsr" if picked.startswith("bsr") else "nm")
                 ok = family == fastest or med.get(family, 1e9) <= 1.05 * med[fastest]
                 matches += ok
+                # The same test on the fastest single calls, which a busy
+                # neighbour on the shared host disturbs far less.
+                quickest = min((f for f in FORMATS if f in best), key=lambda f: best[f])
+                matches_best += family == quickest or best.get(family, 1e9) <= 1.05 * best[quickest]
                 total += 1
                 cell = lambda f: f"{med[f] * 1e6:.1f} ({best[f] * 1e6:.1f})" if f in med else "n/a"
                 print(f"| {backend} | {batch} | {layer} | `{prune}` | {cell('dense')} | {cell('csr')} | "
                       f"{cell('bsr')} | {cell('nm')} | {fastest} | {picked} | {'yes' if ok else 'no'} |",
                       flush=True)
-    print(f"\ncost model matches the fastest kernel (within 5%) in {matches} of {total} configurations")
+    print(f"\ncost model matches the fastest kernel (within 5%) in {matches} of {total} configurations"
+          f" by median, in {matches_best} of {total} by fastest call")
 
 
 if __name__ == "__main__":

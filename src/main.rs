@@ -272,6 +272,11 @@ enum Command {
         /// Compile with bounds checks in the generated code.
         #[arg(long)]
         bounds_check: bool,
+        /// Values of the symbolic batch, comma-separated; the kernels are
+        /// chosen for the largest (a batch of 37 fills LLVM's vector tiles
+        /// and gives its sparse layers panels; transposes get whole tiles).
+        #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [1usize, 3])]
+        batches: Vec<usize>,
         /// Threads running models at once.
         #[arg(long, default_value_t = 1)]
         jobs: u64,
@@ -968,13 +973,18 @@ fn execute(command: Command) -> Result<()> {
             no_llvm,
             no_prune,
             bounds_check,
+            batches,
             jobs,
             failures,
         } => {
+            if batches.contains(&0) {
+                bail!("--batches: a batch is at least 1");
+            }
             let config = lopper_modelgen::Config {
                 llvm: cfg!(feature = "llvm") && !no_llvm,
                 prune: !no_prune,
                 bounds_check,
+                batches,
                 ..Default::default()
             };
             fuzz_diff(

@@ -22,7 +22,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// What to run each model on.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Values of the symbolic batch `b`.
+    /// Values of the symbolic batch `b`; kernels are chosen for the
+    /// largest (`analyze-sparsity{rows=...}`).
     pub batches: Vec<usize>,
     /// Optimization levels of the compiled runs.
     pub levels: Vec<u8>,
@@ -166,7 +167,8 @@ fn check_graph(graph: &Graph, seed: u64, config: &Config, label: &str) -> Result
         for backend in backends(config) {
             let stage = format!("{label}{} -O{level}", backend.name());
             let module = guarded(&stage, || {
-                let pipeline = pipeline_for(level, backend.lanes(), format);
+                let rows = config.batches.iter().copied().max().unwrap_or(1);
+                let pipeline = pipeline_for(level, backend.lanes(), format, rows);
                 match run_passes(Ir::Graph(graph.clone()), &pipeline) {
                     Ok(Ir::Loops(m)) => Ok(m),
                     Ok(Ir::Graph(_)) => Err(fail(&stage, "not lowered")),
@@ -236,8 +238,8 @@ fn check_graph(graph: &Graph, seed: u64, config: &Config, label: &str) -> Result
 }
 
 /// The graph and loop pipelines of `lopper compile -O<level>` for a backend
-/// with `lanes`, with a forced sparse format if asked.
-fn pipeline_for(level: u8, lanes: u32, format: Option<&str>) -> String {
+/// with `lanes`, with a forced sparse format if asked, tuned for `rows`.
+fn pipeline_for(level: u8, lanes: u32, format: Option<&str>, rows: usize) -> String {
     let mut graph = lopper_passes::graph_pipeline(level).to_string();
     let mut options = Vec::new();
     if let Some(f) = format {
@@ -245,6 +247,9 @@ fn pipeline_for(level: u8, lanes: u32, format: Option<&str>) -> String {
     }
     if lanes != 4 {
         options.push(format!("lanes={lanes}"));
+    }
+    if rows > 1 {
+        options.push(format!("rows={rows}"));
     }
     if !options.is_empty() {
         let analysis = format!("analyze-sparsity{{{}}}", options.join(","));
