@@ -176,6 +176,21 @@ fn transpose_tile(
     if !straight {
         return Err("the body must be f32 `let`s and assignments, then one store".into());
     }
+    // Each copy of the body gets its own locals; a value carried from one
+    // iteration to the next (a local declared outside) cannot be copied.
+    let mut own = HashSet::new();
+    crate::loop_nest::declared(lets, &mut own);
+    if let Some(var) = lets.iter().find_map(|s| match s {
+        Stmt::Assign { var, .. } if !own.contains(var) => Some(var),
+        _ => None,
+    }) {
+        return Err(format!(
+            "%{var} is declared outside the tile: its value would pass between iterations"
+        ));
+    }
+    if indices.is_empty() {
+        return Err(format!("%{buffer} has no dimension to transpose along"));
+    }
     if loads(body, buffer) {
         return Err(format!("the body reads %{buffer}, which it stores to"));
     }
