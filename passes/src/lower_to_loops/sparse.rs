@@ -128,10 +128,11 @@ fn grouped_rows(
 
 /// CSR by panels of `panel` columns: for each panel, each row's nonzeros
 /// in it as groups of [`CSR_GROUP`], and row pointers `[panels, rows + 1]`
-/// (in groups, counted from the first panel's first group).
-fn panelled_rows(w: &Tensor, panel: usize) -> Stored {
+/// (in groups, counted from the first panel's first group), or `[rows +
+/// 1]` when one panel holds every column (plain CSR).
+fn csr_by_panels(w: &Tensor, panel: usize) -> Stored {
     let (rows, cols) = (w.shape[0], w.shape[1]);
-    let panels = cols.div_ceil(panel);
+    let panels = cols.div_ceil(panel).max(1);
     let (mut values, mut columns, mut rowptr) = (Vec::new(), Vec::new(), Vec::new());
     for kp in 0..panels {
         let range = kp * panel..((kp + 1) * panel).min(cols);
@@ -156,7 +157,15 @@ fn panelled_rows(w: &Tensor, panel: usize) -> Stored {
             data: values,
         },
         indices: vec![
-            ("rowptr", vec![panels, rows + 1], rowptr),
+            (
+                "rowptr",
+                if panels == 1 {
+                    vec![rows + 1]
+                } else {
+                    vec![panels, rows + 1]
+                },
+                rowptr,
+            ),
             ("colidx", vec![groups, CSR_GROUP], columns),
         ],
         out_rows: rows,
@@ -175,36 +184,11 @@ fn build(w: &Tensor, format: SparseFormat, panel: Option<usize>) -> Stored {
             _ => columns,
         };
         if columns < cols {
-            return panelled_rows(w, columns);
+            return csr_by_panels(w, columns);
         }
     }
     match format {
-        SparseFormat::Csr => {
-            let (values, columns, rowptr) = grouped_rows(rows, cols, &w.data, |row| {
-                let nz: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
-                nz.chunks(CSR_GROUP).map(<[usize]>::to_vec).collect()
-            });
-            // An all-zero weight still gets one (never visited) group, so
-            // the index array has values the verifier can bound.
-            let (values, columns) = if columns.is_empty() {
-                (vec![0.0; CSR_GROUP], vec![0; CSR_GROUP])
-            } else {
-                (values, columns)
-            };
-            let groups = columns.len() / CSR_GROUP;
-            Stored {
-                values: Tensor {
-                    shape: vec![groups, CSR_GROUP],
-                    data: values,
-                },
-                indices: vec![
-                    ("rowptr", vec![rows + 1], rowptr),
-                    ("colidx", vec![groups, CSR_GROUP], columns),
-                ],
-                out_rows: rows,
-                in_rows: cols,
-            }
-        }
+        SparseFormat::Csr => csr_by_panels(w, cols.max(1)),
         SparseFormat::NM { n, m } => {
             // Every row: n slots per group of m, in groups of CSR_GROUP slots.
             let slots_per_row = cols.div_ceil(m) * n;
