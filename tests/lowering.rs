@@ -14,7 +14,7 @@ const ATOL: f32 = 1e-5;
 
 fn check(path: &str, sizes: &[(&str, usize)]) -> lopper_ir::loops::Module {
     let g = common::optimized(&common::load(path));
-    let m = lower_to_loops(&g, true).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let m = lower_to_loops(&g, true, 0).unwrap_or_else(|e| panic!("{path}: {e}"));
     let text = print_lir(&m);
     let parsed = parse_lir(&text).unwrap_or_else(|d| {
         panic!(

@@ -165,7 +165,7 @@ fn exercise(g: &mut Graph) {
                 .unwrap_or(u64::MAX)
         })
         .fold(0u64, u64::saturating_add);
-    let lowered = lopper_passes::lower_to_loops::lower_to_loops(g, true);
+    let lowered = lopper_passes::lower_to_loops::lower_to_loops(g, true, 0);
     if !too_big && work < 200_000 {
         let _ = lopper_runtime::run_graph(g, &inputs, &BTreeMap::new());
         if let Ok(m) = lowered {

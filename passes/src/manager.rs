@@ -161,8 +161,8 @@ impl PassManager {
             let changed = match (&mut *ir, pass) {
                 (Ir::Graph(g), AnyPass::Graph(p)) => p.run(g, &mut cx)? == Changed::Yes,
                 (Ir::Loops(m), AnyPass::Loops(p)) => p.run(m, &mut cx)? == Changed::Yes,
-                (Ir::Graph(g), AnyPass::Lower { fuse }) => {
-                    *ir = Ir::Loops(lower_to_loops(g, *fuse)?);
+                (Ir::Graph(g), AnyPass::Lower { fuse, lanes }) => {
+                    *ir = Ir::Loops(lower_to_loops(g, *fuse, *lanes)?);
                     true
                 }
                 (current, _) => {

@@ -40,24 +40,30 @@ pub const fn graph_pipeline(level: u8) -> &'static str {
 ///
 /// O0 lowers each op to its own naive loop nest; O1 fuses elementwise
 /// consumers into their producers and simplifies the loops; O2 (and O3,
-/// reserved for sparsity and tuning) add `auto-schedule` (tiling, packing,
-/// vectorization, unrolling) and `hoist`.
+/// reserved for sparsity and tuning) lower with the vector width in mind
+/// (a convolution may be computed channels-last) and add `auto-schedule`
+/// (tiling, packing, vectorization, unrolling) and `hoist`.
 /// Every level ends with `plan-memory`.
 pub const fn loop_pipeline(level: u8) -> &'static str {
     match level {
         0 => "lower-to-loops{fuse=false},plan-memory",
         1 => "lower-to-loops,simplify-loops,plan-memory",
-        _ => "lower-to-loops,auto-schedule,simplify-loops,hoist,plan-memory",
+        _ => "lower-to-loops{lanes=4},auto-schedule,simplify-loops,hoist,plan-memory",
     }
 }
 
 /// [`loop_pipeline`] for a backend whose vectors hold `lanes` floats (the
-/// schedule chooser is told the width: 4 for Cranelift, 8 for LLVM on AVX).
+/// lowering and the schedule chooser are told the width: 4 for Cranelift,
+/// 8 for LLVM on AVX, 16 on AVX-512).
 pub fn loop_pipeline_for(level: u8, lanes: u32) -> String {
     let base = loop_pipeline(level).to_string();
     if lanes == 4 {
         base
     } else {
+        let base = base.replace(
+            "lower-to-loops{lanes=4}",
+            &format!("lower-to-loops{{lanes={lanes}}}"),
+        );
         with_schedule_option(&base, "lanes", &lanes.to_string())
     }
 }

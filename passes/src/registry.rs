@@ -17,6 +17,8 @@ pub enum AnyPass {
     Lower {
         /// Fuse elementwise consumers.
         fuse: bool,
+        /// Vector lanes of the backend (0: unknown, no layout choices).
+        lanes: usize,
     },
     /// Transforms the loop IR.
     Loops(Box<dyn Pass<Module>>),
@@ -109,15 +111,23 @@ pub static PASSES: &[PassInfo] = &[
     PassInfo {
         name: "lower-to-loops",
         description: "lower the graph IR to loop nests (elementwise consumers fused), the loop IR",
-        options: &[("fuse", "run elementwise consumers in their producer's nest: true (default) or false (-O0)")],
+        options: &[
+            ("fuse", "run elementwise consumers in their producer's nest: true (default) or false (-O0)"),
+            ("lanes", "vector lanes of the backend (set at -O2): a conv2d whose output channels fill them better than its rows is computed channels-last and transposed back; 0 (default): never"),
+        ],
         create: |o: &PassOptions| -> Result<AnyPass, String> {
-            o.check_known("lower-to-loops", &["fuse"])?;
+            o.check_known("lower-to-loops", &["fuse", "lanes"])?;
             let fuse = match o.0.get("fuse").map(String::as_str) {
                 None | Some("true") => true,
                 Some("false") => false,
                 Some(v) => return Err(format!("`fuse` of `lower-to-loops` is true or false, got `{v}`")),
             };
-            Ok(AnyPass::Lower { fuse })
+            let lanes = match o.0.get("lanes").map(|l| l.parse::<usize>()) {
+                None => 0,
+                Some(Ok(l @ (0 | 4 | 8 | 16))) => l,
+                Some(_) => return Err("`lanes` of `lower-to-loops` must be 0, 4, 8 or 16".into()),
+            };
+            Ok(AnyPass::Lower { fuse, lanes })
         },
     },
     PassInfo {

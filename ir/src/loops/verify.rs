@@ -434,17 +434,22 @@ impl Checker<'_> {
             .and_then(|b| b.index_data.as_deref())
     }
 
-    /// Checks a store: the buffer must be writable and the access in bounds.
+    /// Checks a store: the buffer must be writable (a view, when the buffer
+    /// it shows is) and the access in bounds.
     fn store(&mut self, buffer: &str, indices: &[Expr], lanes: u32) {
         if let Some(b) = self.module.buffer(buffer) {
-            if matches!(
-                b.kind,
-                BufferKind::In | BufferKind::Const | BufferKind::View
-            ) {
-                self.error(format!(
-                    "%{buffer} is {} and cannot be written",
-                    b.kind.name()
-                ));
+            let storage = self.module.buffer(self.module.storage_of(buffer));
+            let kind = match (b.kind, storage) {
+                (BufferKind::View, Some(s)) if s.kind != BufferKind::View => s.kind,
+                (kind, _) => kind,
+            };
+            if matches!(kind, BufferKind::In | BufferKind::Const | BufferKind::View) {
+                let what = if b.kind == kind {
+                    b.kind.name().to_string()
+                } else {
+                    format!("a view of {} memory", kind.name())
+                };
+                self.error(format!("%{buffer} is {what} and cannot be written"));
             }
         }
         self.access(buffer, indices, lanes);

@@ -58,6 +58,21 @@ pub(super) fn nest(prefix: &str, dims: &[Dim], body: Vec<Stmt>) -> Vec<Stmt> {
     inner
 }
 
+/// Wraps `body` in loops `%{prefix}N` over `dims`, outermost first in the
+/// order `order` gives (indices into `dims`).
+pub(super) fn nest_in_order(
+    prefix: &str,
+    dims: &[Dim],
+    order: &[usize],
+    body: Vec<Stmt>,
+) -> Vec<Stmt> {
+    let mut inner = body;
+    for &i in order.iter().rev() {
+        inner = vec![for_loop(&format!("{prefix}{i}"), dim_expr(&dims[i]), inner)];
+    }
+    inner
+}
+
 pub(super) fn vars(prefix: &str, n: usize) -> Vec<Expr> {
     (0..n).map(|i| Expr::var(&format!("{prefix}{i}"))).collect()
 }

@@ -13,12 +13,17 @@
 //! - `softmax` and `log_softmax` subtract the row maximum; `layer_norm` takes
 //!   the mean first and then the variance of the differences (two passes).
 //!
+//! Told the backend's vector width (`lanes`), a convolution whose output
+//! channels fill vectors better than its output rows is computed
+//! channels-last and transposed back (`channels_last.rs`).
+//!
 //! Fusion: an elementwise consumer (unary, or binary with the producer's
 //! shape) whose producer has no other user runs in the producer's loop nest,
 //! at its final store, so `linear → + bias → relu` is one kernel. The nests do
 //! not tile, vectorize or reuse scratch memory; those are later passes.
 
 mod build;
+mod channels_last;
 mod ops;
 mod sparse;
 
@@ -32,10 +37,12 @@ use std::collections::{HashMap, HashSet};
 const PASS: &str = "lower-to-loops";
 
 /// Lowers a verified graph to a loop-IR module; with `fuse`, elementwise
-/// consumers run in their producer's nest.
-pub fn lower_to_loops(g: &Graph, fuse: bool) -> Result<Module, PassError> {
+/// consumers run in their producer's nest; `lanes` (0: unknown) is the
+/// vector width the layout choices plan for.
+pub fn lower_to_loops(g: &Graph, fuse: bool, lanes: usize) -> Result<Module, PassError> {
     let mut lowering = Lowering::new(g)?;
     lowering.fuse = fuse;
+    lowering.lanes = lanes;
     lowering.run()
 }
 
@@ -54,6 +61,10 @@ struct Lowering<'g> {
     /// Values kept transposed (`[features, rows..]`) between two sparse
     /// linear layers, by the chain tail that computes them.
     transposed: HashMap<NodeIndex, String>,
+    /// Vector lanes of the backend, 0 when unknown (no layout choices).
+    lanes: usize,
+    /// The channels-last scratch of a convolution computed that way.
+    channels_last: HashMap<NodeIndex, String>,
 }
 
 impl<'g> Lowering<'g> {
@@ -85,6 +96,8 @@ impl<'g> Lowering<'g> {
             fuse: true,
             padded: HashMap::new(),
             transposed: HashMap::new(),
+            lanes: 0,
+            channels_last: HashMap::new(),
         })
     }
 
@@ -238,6 +251,9 @@ impl<'g> Lowering<'g> {
                 if c.padding.iter().any(|&p| p > 0) {
                     self.pad_input(root, c);
                 }
+                if self.pays_channels_last(root, c) {
+                    self.add_channels_last(root, &out);
+                }
             }
             let body = match self.sparse_format(root) {
                 Some(format) => match self.lower_sparse_linear(root, &out, &chain, format)? {
@@ -249,6 +265,9 @@ impl<'g> Lowering<'g> {
             let mut kernel_name: Vec<&str> = vec![g.node(root).op.name()];
             kernel_name.extend(chain.iter().map(|&c| g.node(c).op.name()));
             self.push_kernel(&kernel_name.join("_"), body);
+            if self.channels_last.contains_key(&root) {
+                self.push_channels_last_transpose(root, &out);
+            }
         }
         for (name, source) in output_buffers {
             let ty = g.node(source).ty.clone();

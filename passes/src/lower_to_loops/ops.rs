@@ -373,6 +373,11 @@ impl Lowering<'_> {
             Expr::var("acc")
         };
         body.extend(finish(value, idx));
+        if self.channels_last.contains_key(&n) {
+            // Output channels innermost, so they become the vector lanes.
+            self.store_channels_last(n, &mut body, idx);
+            return nest_in_order("i", &node.ty.shape.0, &[0, 2, 3, 1], body);
+        }
         nest("i", &node.ty.shape.0, body)
     }
 
