@@ -234,7 +234,10 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     } else {
         (vectors, vectors * lanes_i)
     };
-    let max_rows = (budget / vectors).min(8);
+    // Up to 8 rows; 12 for a kernel window's taps on AVX-512, where one
+    // block then takes LeNet's rows of 10 whole.
+    let most_rows = if short_taps && lanes >= 16 { 12 } else { 8 };
+    let max_rows = (budget / vectors).min(most_rows);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
         // The last tile of a constant extent is unrolled too, so no
