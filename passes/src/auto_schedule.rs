@@ -227,6 +227,17 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     let reduction: i64 = reduction_length(inner);
     let fitting = (l2_bytes as i64 / 2) / (reduction.max(1) * lanes_i * 4);
     let vectors = vectors.min(fitting.max(1));
+    // A kernel window's column loop that whole vectors cover: as few tiles
+    // as the widest gives, of equal width where that costs no tile (16
+    // columns of 4 lanes as 2 + 2 vectors, not 3 + 1), so no remainder
+    // tile runs with fewer accumulator chains.
+    let vectors = if short_taps && column_extent % lanes_i == 0 {
+        let whole = column_extent / lanes_i;
+        let tiles = (whole + vectors - 1) / vectors;
+        (whole + tiles - 1) / tiles
+    } else {
+        vectors
+    };
     // A short column loop that lanes do not divide (a conv2d's 10 output
     // columns) is one tile; its last vector overlaps the one before.
     let (vectors, column_tile) = if column_extent <= 4 * lanes_i && column_extent % lanes_i != 0 {
@@ -240,6 +251,11 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     let max_rows = (budget / vectors).min(most_rows);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
+        // Equal row blocks for a kernel window: 10 rows as 5 + 5, not 6 + 4.
+        Some(e) if short_taps => {
+            let blocks = (e + max_rows - 1) / max_rows;
+            (e + blocks - 1) / blocks
+        }
         // The last tile of a constant extent is unrolled too, so no
         // divisor is needed.
         Some(_) => max_rows,
