@@ -396,7 +396,16 @@ impl Pass<Module> for AutoSchedule {
                     }
                     ok
                 });
-            changed |= scheduled || transposed;
+            // A stride-2 reader (a max pool): its taps unrolled, then its
+            // last band loop as lanes, each read two vectors and a shuffle.
+            let strided = !scheduled
+                && !transposed
+                && strided_steps(m, k, self.lanes, &short)
+                    .is_some_and(|pipeline| apply(m, &pipeline, &name, cx));
+            changed |= scheduled || transposed || strided;
+            if strided {
+                continue;
+            }
             if planned.is_err() && !transposed {
                 // Scalar code still gains from independent chains: four
                 // outputs of the innermost band loop at a time, their
@@ -503,6 +512,41 @@ fn transpose_steps(m: &Module, kernel: usize, lanes: u32) -> Option<String> {
         "{interchange}tile{{kernel={name},loops=[{outer},{inner}],sizes=[{lanes},{lanes}]}},\
          vectorize-transpose{{kernel={name},loops=[{outer}.i,{inner}.i],lanes={lanes}}}"
     ))
+}
+
+/// The steps for a kernel that reads with a stride of two along its last
+/// band loop (a pool or convolution of stride 2, which `plan` refuses):
+/// the short loops `taps` unrolled, so each read's offset is a constant,
+/// then the last band loop vectorized, with fewer lanes when it is shorter
+/// than a vector. `None` when no read has that stride or the loop has
+/// fewer than 4 iterations.
+fn strided_steps(m: &Module, kernel: usize, lanes: u32, taps: &[String]) -> Option<String> {
+    let k = &m.kernels[kernel];
+    let (loops, inner) = band(&k.body);
+    let (column, lo, hi) = loops.last()?;
+    let n = extent(lo, hi)?;
+    let stride_two = accesses(inner).iter().any(|(_, indices, store)| {
+        !store
+            && indices
+                .last()
+                .is_some_and(|i| coefficient(i, column) == Some(2))
+    });
+    let mut lanes = lanes;
+    while lanes > 4 && n < lanes as i64 {
+        lanes /= 2;
+    }
+    if !stride_two || n < lanes as i64 {
+        return None;
+    }
+    let name = &k.name;
+    let mut steps: Vec<String> = taps
+        .iter()
+        .map(|t| format!("unroll{{kernel={name},loop={t}}}"))
+        .collect();
+    steps.push(format!(
+        "vectorize{{kernel={name},loop={column},lanes={lanes}}}"
+    ));
+    Some(steps.join(","))
 }
 
 /// Vectors per tile of a symbolic column loop, at most ([`symbolic_column`]).

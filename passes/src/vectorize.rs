@@ -10,7 +10,9 @@
 //! did:
 //!
 //! - loads and stores whose last index moves by exactly 1 with `%v` (and no
-//!   other index moves) become `vload<4>` / `vstore<4>`;
+//!   other index moves) become `vload<4>` / `vstore<4>`; loads whose last
+//!   index moves by 2 (stride-2 pools and convolutions) become two
+//!   `vload`s and a `shuffle` of their even or odd lanes;
 //! - values that do not depend on `%v` are computed once and `broadcast`;
 //! - `f32` locals that take a lane-dependent value become `f32x4` locals,
 //!   so a reduction inside (the `k` loop of a matmul) accumulates in vector
@@ -20,7 +22,7 @@
 //!
 //! The loop need not be innermost: vectorizing the output columns of a
 //! matmul around its `k` loop is the point. It refuses (with the reason)
-//! anything else: a strided or gathered access (pack the operand first), an
+//! anything else: another strided or a gathered access (pack the operand first), an
 //! index computed from `%v` other than as the last index, a condition or
 //! bound that depends on `%v`, lanes that would all store to one element.
 //! It does not reorder loops or change the order of any reduction: each
@@ -410,6 +412,62 @@ impl Widen<'_> {
             .collect())
     }
 
+    /// A load as lanes: one `vload` when its last index moves by one
+    /// element per lane; when it moves by two (a pool or a convolution of
+    /// stride 2), two `vload`s of the `2·lanes` elements from the even
+    /// index at or below lane 0's and a `shuffle` of their even or odd
+    /// lanes, which needs that index's parity (every variable in it with
+    /// an even coefficient). The two loads end at most one element past
+    /// the last one the lanes read; the verifier decides whether that is
+    /// in bounds.
+    fn load(&self, buffer: &str, indices: &[Expr]) -> Result<Expr, String> {
+        let last = indices.len() - 1;
+        let strided = coefficient(&indices[last], self.var) == Some(2)
+            && indices[..last]
+                .iter()
+                .all(|i| coefficient(i, self.var) == Some(0));
+        if !strided {
+            return Ok(Expr::VLoad {
+                buffer: buffer.to_string(),
+                indices: self.lane_indices(buffer, indices)?,
+                lanes: self.lanes,
+            });
+        }
+        let mut at: Vec<Expr> = indices
+            .iter()
+            .map(|i| {
+                fold_all(&crate::loop_nest::substitute_expr(
+                    i,
+                    self.var,
+                    &self.first_lane,
+                ))
+            })
+            .collect();
+        let odd = parity(&at[last]).ok_or_else(|| {
+            format!(
+                "%{buffer}[{}] moves by two elements per step of %{}, from an index of unknown parity",
+                indices.iter().map(expr_text).collect::<Vec<_>>().join(", "),
+                self.var
+            )
+        })?;
+        at[last] = fold_all(&Expr::bin(BinOp::Add, at[last].clone(), Expr::Int(-odd)));
+        let mut next = at.clone();
+        next[last] = fold_all(&Expr::bin(
+            BinOp::Add,
+            at[last].clone(),
+            Expr::Int(self.lanes as i64),
+        ));
+        let vload = |indices: Vec<Expr>| {
+            Box::new(Expr::VLoad {
+                buffer: buffer.to_string(),
+                indices,
+                lanes: self.lanes,
+            })
+        };
+        let mask = (0..self.lanes).map(|l| 2 * l + odd as u32).collect();
+        Ok(Expr::Shuffle(vload(at), vload(next), mask))
+    }
+
     /// `e` as a vector of lanes.
     fn expr(&self, e: &Expr) -> Result<Expr, String> {
         if !self.varies(e) {
@@ -418,11 +476,7 @@ impl Widen<'_> {
         let w = |x: &Expr| self.expr(x).map(Box::new);
         Ok(match e {
             Expr::Var(v) if self.vector_locals.contains(v) => e.clone(),
-            Expr::Load { buffer, indices } => Expr::VLoad {
-                buffer: buffer.clone(),
-                indices: self.lane_indices(buffer, indices)?,
-                lanes: self.lanes,
-            },
+            Expr::Load { buffer, indices } => self.load(buffer, indices)?,
             Expr::Binary(
                 op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Min | BinOp::Max),
                 a,
@@ -439,5 +493,28 @@ impl Widen<'_> {
                 ))
             }
         })
+    }
+}
+
+/// `e mod 2` for an affine index whose variables all have even
+/// coefficients; `None` otherwise.
+fn parity(e: &Expr) -> Option<i64> {
+    let mut vars = Vec::new();
+    crate::loop_nest::map_expr(e, &mut |x| {
+        if let Expr::Var(v) = &x {
+            vars.push(v.clone());
+        }
+        x
+    });
+    let mut constant = e.clone();
+    for v in &vars {
+        if coefficient(e, v)? % 2 != 0 {
+            return None;
+        }
+        constant = crate::loop_nest::substitute_expr(&constant, v, &Expr::Int(0));
+    }
+    match fold_all(&constant) {
+        Expr::Int(c) => Some(c.rem_euclid(2)),
+        _ => None,
     }
 }
