@@ -76,6 +76,30 @@ struct Lowerer<'a, 'b> {
     vars: Vec<HashMap<String, (Variable, ScalarType)>>,
     libm: HashMap<UnOp, FuncRef>,
     checks: Option<BoundsChecks>,
+    /// For each open block, how many of its FMAs take each factor.
+    fma_factors: Vec<HashMap<String, usize>>,
+}
+
+/// How many FMAs assigned by the statements of `body` (not of blocks
+/// inside) take each expression as a factor, by its text.
+fn fma_factor_uses(body: &[Stmt]) -> HashMap<String, usize> {
+    let mut uses = HashMap::new();
+    for s in body {
+        if let Stmt::Let {
+            init: Expr::Fma(a, c, _),
+            ..
+        }
+        | Stmt::Assign {
+            value: Expr::Fma(a, c, _),
+            ..
+        } = s
+        {
+            for factor in [a, c] {
+                *uses.entry(lopper_ir::loops::expr_text(factor)).or_insert(0) += 1;
+            }
+        }
+    }
+    uses
 }
 
 /// What `--bounds-check` code calls when an access is out of bounds: the C
@@ -204,6 +228,7 @@ pub fn define_kernel(
         vars: vec![HashMap::new()],
         libm: refs,
         checks,
+        fma_factors: Vec::new(),
     };
     for (i, p) in k.params.iter().enumerate() {
         let buffer = lir
@@ -266,11 +291,13 @@ impl Lowerer<'_, '_> {
     fn block(&mut self, body: &[Stmt]) -> Result<(), BackendError> {
         self.vars.push(HashMap::new());
         self.arrays.push(HashMap::new());
+        self.fma_factors.push(fma_factor_uses(body));
         for s in body {
             self.stmt(s)?;
         }
         self.vars.pop();
         self.arrays.pop();
+        self.fma_factors.pop();
         Ok(())
     }
 
@@ -818,6 +845,23 @@ impl Lowerer<'_, '_> {
             }
             Expr::Fma(a, c, d) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(c)?, self.expr(d)?);
+                // x64's `vfmadd213` overwrites its first factor, which is
+                // copied first when other FMAs still need it: make that a
+                // factor this FMA alone uses (a matrix-vector product's
+                // weights), not one its register block shares (the
+                // broadcast input there; a GEMM's loaded vector).
+                let uses = |e: &Expr| {
+                    self.fma_factors
+                        .last()
+                        .and_then(|m| m.get(&lopper_ir::loops::expr_text(e)))
+                        .copied()
+                        .unwrap_or(1)
+                };
+                let (x, y) = if uses(a) > 1 && uses(c) == 1 {
+                    (y, x)
+                } else {
+                    (x, y)
+                };
                 self.b.ins().fma(x, y, z)
             }
             Expr::Select(c, a, d) => {
