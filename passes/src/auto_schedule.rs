@@ -231,11 +231,11 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     let reduction: i64 = reduction_length(inner);
     let fitting = (l2_bytes as i64 / 2) / (reduction.max(1) * lanes_i * 4);
     let vectors = vectors.min(fitting.max(1));
-    // A kernel window's column loop that whole vectors cover: as few tiles
-    // as the widest gives, of equal width where that costs no tile (16
-    // columns of 4 lanes as 2 + 2 vectors, not 3 + 1), so no remainder
-    // tile runs with fewer accumulator chains.
-    let vectors = if short_taps && column_extent % lanes_i == 0 {
+    // A column loop that whole vectors cover: as few tiles as the widest
+    // gives, of equal width where that costs no tile (16 columns of 4
+    // lanes as 2 + 2 vectors, not 3 + 1; 100 as 5 x 5, not 4 x 6 + 1), so
+    // no remainder tile runs with fewer accumulator chains.
+    let vectors = if column_extent % lanes_i == 0 {
         let whole = column_extent / lanes_i;
         let tiles = (whole + vectors - 1) / vectors;
         (whole + tiles - 1) / tiles
