@@ -415,12 +415,15 @@ impl Pass<Module> for AutoSchedule {
                 // outputs of the innermost band loop at a time, their
                 // reductions jammed (a max pool's running maximum is a
                 // chain of dependent instructions otherwise).
-                // Inner loops that store along a row (softmax's and
-                // layer norm's last step) are vectorized on their own;
-                // a reduction into a scalar declared outside is refused
-                // by the verifier's types and stays as it is.
+                // Inner loops along a row (softmax's and layer norm's
+                // reductions and their last step) are vectorized on their
+                // own, a reduction into a local declared outside with a
+                // vector of partial results (see `vectorize`).
                 let (loops, inner) = band(&m.kernels[k].body);
-                let mut steps: Vec<String> = innermost_loops(inner, self.lanes as i64)
+                // Rows shorter than a vector take narrower ones (a softmax
+                // over 10 classes: 8 lanes and 2 scalar).
+                let shortest = i64::from(self.lanes.min(8));
+                let mut steps: Vec<String> = innermost_loops(inner, shortest)
                     .iter()
                     .map(|v| format!("vectorize{{kernel={name},loop={v},lanes={}}}", self.lanes))
                     .collect();
@@ -613,7 +616,11 @@ fn innermost_loops(body: &[Stmt], lanes: i64) -> Vec<String> {
                     var, lo, hi, body, ..
                 } => {
                     let innermost = !body.iter().any(|s| matches!(s, Stmt::For { .. }));
-                    if innermost && extent(lo, hi).is_some_and(|n| n >= lanes) {
+                    // A kernel window's taps reducing into one output are
+                    // unrolled instead.
+                    let taps = extent(lo, hi).is_some_and(|n| n <= 8)
+                        && crate::vectorize::reduces_outside(body);
+                    if innermost && !taps && extent(lo, hi).is_some_and(|n| n >= lanes) {
                         if !out.contains(var) {
                             out.push(var.clone());
                         }

@@ -130,7 +130,7 @@ pub fn map_expr(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
         Expr::Fma(x, y, z) => Expr::Fma(b(x, f), b(y, f), b(z, f)),
         Expr::Select(x, y, z) => Expr::Select(b(x, f), b(y, f), b(z, f)),
         Expr::Broadcast(x, n) => Expr::Broadcast(b(x, f), *n),
-        Expr::HorizontalSum(x) => Expr::HorizontalSum(b(x, f)),
+        Expr::Horizontal(op, x) => Expr::Horizontal(*op, b(x, f)),
         Expr::Shuffle(x, y, mask) => Expr::Shuffle(b(x, f), b(y, f), mask.clone()),
         leaf => leaf.clone(),
     };

@@ -25,8 +25,17 @@
 //! anything else: another strided or a gathered access (pack the operand first), an
 //! index computed from `%v` other than as the last index, a condition or
 //! bound that depends on `%v`, lanes that would all store to one element.
-//! It does not reorder loops or change the order of any reduction: each
-//! lane sums its terms in the original order.
+//! - a local declared outside the loop that the body only reduces into
+//!   (`%s = %s + e`, `max(%s, e)`, `min(%s, e)`: a softmax's row maximum
+//!   and sum) gets a vector of partial results, lane `l` taking every
+//!   `lanes`-th term from the `l`-th, combined after the loop by `hsum`,
+//!   `hmax` or `hmin`. For a maximum or minimum that is the same result;
+//!   for a sum, the same terms added in another association (what
+//!   `-ffast-math` lets a C compiler do, TVM's `rfactor`), so rounding may
+//!   differ in the last bits. The remainder stays scalar and runs after.
+//!
+//! It does not reorder loops; apart from such reductions each lane sums
+//! its terms in the original order.
 
 use crate::loop_nest::{coefficient, fold_all, list_option, rewrite_loops, selected, uses};
 use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
@@ -147,15 +156,51 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
             Expr::bin(BinOp::Mul, Expr::var(vector_var), Expr::Int(lanes as i64)),
         )),
     };
-    w.find_vector_locals(&body);
-    let vector_body = w.block(&body)?;
-    let mut out = vec![Stmt::For {
+    // Reductions into locals declared outside: a vector of partial results
+    // per local, one lane per residue of the iteration, combined after.
+    let reductions = outer_reductions(&body);
+    let mut lane_body = body.clone();
+    let mut out = Vec::new();
+    for (local, op) in &reductions {
+        let partial = format!("{local}.{vector_var}");
+        lane_body = crate::loop_nest::map_block(
+            &lane_body,
+            &mut |e| match e {
+                Expr::Var(v) if v == *local => Expr::Var(partial.clone()),
+                other => other,
+            },
+            &mut |n| {
+                if n == local {
+                    partial.clone()
+                } else {
+                    n.to_string()
+                }
+            },
+        );
+        w.vector_locals.insert(partial.clone());
+        out.push(Stmt::Let {
+            var: partial,
+            ty: ScalarType::Vector(lanes),
+            init: Expr::Broadcast(Box::new(Expr::Float(identity(*op))), lanes),
+        });
+    }
+    w.find_vector_locals(&lane_body);
+    let vector_body = w.block(&lane_body)?;
+    out.push(Stmt::For {
         var: vector_var.to_string(),
         lo: Expr::Int(0),
         hi: Expr::Int(full),
         kind: LoopKind::Serial,
         body: vector_body,
-    }];
+    });
+    for (local, op) in &reductions {
+        let lanes_combined =
+            Expr::Horizontal(*op, Box::new(Expr::var(&format!("{local}.{vector_var}"))));
+        out.push(Stmt::Assign {
+            var: local.clone(),
+            value: Expr::bin(*op, Expr::var(local), lanes_combined),
+        });
+    }
     if n % lanes as i64 != 0 {
         if recomputable(&body) {
             // One more vector ending at the last iteration: the lanes it
@@ -182,6 +227,91 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
         }
     }
     Ok(out)
+}
+
+/// Locals declared outside `body` that it only updates by one reduction:
+/// every assignment is `%s = %s + e` (or `e + %s`, `fma(a, b, %s)`),
+/// `max(%s, e)` or `min(%s, e)`, one op per local, and `%s` is read
+/// nowhere else. Each with its op.
+fn outer_reductions(body: &[Stmt]) -> Vec<(String, BinOp)> {
+    fn updates(body: &[Stmt], out: &mut Vec<(String, Option<BinOp>)>) {
+        for s in body {
+            match s {
+                Stmt::Assign { var, value } => out.push((var.clone(), reduction_op(var, value))),
+                Stmt::For { body, .. } => updates(body, out),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    updates(then, out);
+                    updates(otherwise, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut inside = HashSet::new();
+    crate::loop_nest::declared(body, &mut inside);
+    let mut all = Vec::new();
+    updates(body, &mut all);
+    let mut found: Vec<(String, BinOp)> = Vec::new();
+    for (local, _) in all.iter().filter(|(v, _)| !inside.contains(v)) {
+        if found.iter().any(|(f, _)| f == local) {
+            continue;
+        }
+        let ops: Vec<Option<BinOp>> = all
+            .iter()
+            .filter(|(v, _)| v == local)
+            .map(|(_, op)| *op)
+            .collect();
+        let Some(Some(op)) = ops.first().copied() else {
+            continue;
+        };
+        let mut reads = 0;
+        crate::loop_nest::map_block(
+            body,
+            &mut |e| {
+                if matches!(&e, Expr::Var(v) if v == local) {
+                    reads += 1;
+                }
+                e
+            },
+            &mut |n| n.to_string(),
+        );
+        if ops.iter().all(|o| *o == Some(op)) && reads == ops.len() {
+            found.push((local.clone(), op));
+        }
+    }
+    found
+}
+
+/// True if `body` reduces into a local declared outside it (as the taps of
+/// a convolution do into their output's accumulator).
+pub(crate) fn reduces_outside(body: &[Stmt]) -> bool {
+    !outer_reductions(body).is_empty()
+}
+
+/// The reduction `value` applies to `%s`, if it is `%s ⊕ e` for ⊕ one of
+/// `+`, `max`, `min` (or an `fma` adding to `%s`) with no other `%s` in it.
+fn reduction_op(s: &str, value: &Expr) -> Option<BinOp> {
+    let is_s = |e: &Expr| matches!(e, Expr::Var(v) if v == s);
+    match value {
+        Expr::Binary(op @ (BinOp::Add | BinOp::Max | BinOp::Min), a, b)
+            if (is_s(a) && !uses(b, s)) || (is_s(b) && !uses(a, s)) =>
+        {
+            Some(*op)
+        }
+        Expr::Fma(a, b, c) if is_s(c) && !uses(a, s) && !uses(b, s) => Some(BinOp::Add),
+        _ => None,
+    }
+}
+
+/// The value a reduction by `op` starts from.
+fn identity(op: BinOp) -> f32 {
+    match op {
+        BinOp::Max => f32::NEG_INFINITY,
+        BinOp::Min => f32::INFINITY,
+        _ => 0.0,
+    }
 }
 
 /// True if running an iteration of `body` twice stores the same values:

@@ -359,9 +359,18 @@ impl Machine<'_> {
                 }
                 other => return Err(self.err(format!("`shuffle` of {other:?}"))),
             },
-            Expr::HorizontalSum(v) => match self.eval(v)? {
-                Val::V(lanes) => Val::F(lanes.iter().sum()),
-                other => return Err(self.err(format!("`hsum` of {other:?}"))),
+            Expr::Horizontal(op, v) => match self.eval(v)? {
+                Val::V(lanes) => {
+                    let combine = |a: f32, b: f32| match op {
+                        BinOp::Max => a.max(b),
+                        BinOp::Min => a.min(b),
+                        _ => a + b,
+                    };
+                    let mut it = lanes.into_iter();
+                    let first = it.next().unwrap_or(0.0);
+                    Val::F(it.fold(first, combine))
+                }
+                other => return Err(self.err(format!("a horizontal reduction of {other:?}"))),
             },
             Expr::Select(c, a, b) => {
                 if self.boolean(c)? {

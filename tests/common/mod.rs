@@ -37,6 +37,7 @@ pub const SHAPE_CASES: &[(&str, &str, &[usize])] = &[
     ("pool_avg_padded", "input x: f32[b, 2, 5, 8]\n output y = avg_pool2d(x, kernel = [2, 3], stride = [1, 2], padding = 1)", &[1, 3]),
     ("global_pool", "input x: f32[b, 5, 7, 3]\n output y = flatten(global_avg_pool(x))", &[1, 3]),
     ("softmax_axes", "input x: f32[b, 7, 5]\n output y = softmax(x, axis = 1) + log_softmax(x, axis = -1)", &[1, 3]),
+    ("softmax_wide", "input x: f32[b, 3, 37]\n output y = softmax(x, axis = -1)\n output m = max(x, axis = -1)\n output s = mean(x, axes = [2])", &[1, 3]),
     ("layer_norm_last", "input x: f32[b, 300]\n param g: f32[300] = normal(1, 0.1, seed = 9)\n param c: f32[300] = normal(0, 0.1, seed = 10)\n output y = layer_norm(x, g, c)", &[1, 3]),
     ("layer_norm_plain", "input x: f32[b, 3, 7]\n output y = layer_norm(x, axis = 1)", &[1, 3]),
     ("batch_norm_2d", "input x: f32[b, 5]\n param s: f32[5] = uniform(0.5, 2, seed = 11)\n param c: f32[5] = zeros()\n param m: f32[5] = normal(0, 1, seed = 12)\n param v: f32[5] = uniform(0.5, 2, seed = 13)\n output y = batch_norm(x, s, c, m, v)", &[1, 3]),

@@ -810,17 +810,22 @@ impl Lowerer<'_, '_> {
                 let x = self.expr(v)?;
                 self.b.ins().splat(ty, x)
             }
-            Expr::HorizontalSum(v) => {
+            Expr::Horizontal(op, v) => {
                 let ScalarType::Vector(lanes) = self.type_of(v) else {
-                    return Err(self.err("`hsum` of a scalar".into()));
+                    return Err(self.err("a horizontal reduction of a scalar".into()));
                 };
                 let x = self.expr(v)?;
-                let mut sum = self.b.ins().extractlane(x, 0u8);
+                let mut acc = self.b.ins().extractlane(x, 0u8);
                 for lane in 1..lanes as u8 {
                     let e = self.b.ins().extractlane(x, lane);
-                    sum = self.b.ins().fadd(sum, e);
+                    acc = match op {
+                        BinOp::Max | BinOp::Min => {
+                            self.float_min_max(*op == BinOp::Max, acc, e, true)
+                        }
+                        _ => self.b.ins().fadd(acc, e),
+                    };
                 }
-                sum
+                acc
             }
             Expr::Shuffle(a, c, mask) => {
                 // Cranelift shuffles bytes: each f32 lane is four of them.

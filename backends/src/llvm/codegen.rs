@@ -669,23 +669,21 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     .map_err(err)?
                     .into()
             }
-            Expr::HorizontalSum(v) => {
+            Expr::Horizontal(op, v) => {
                 let x = self.expr(v)?.into_vector_value();
                 let lanes = x.get_type().get_size();
-                let mut sum = self
+                let mut acc: BasicValueEnum = self
                     .b
                     .build_extract_element(x, self.i64(0), "")
-                    .map_err(err)?
-                    .into_float_value();
+                    .map_err(err)?;
                 for l in 1..lanes {
                     let e = self
                         .b
                         .build_extract_element(x, self.i64(l as i64), "")
-                        .map_err(err)?
-                        .into_float_value();
-                    sum = self.b.build_float_add(sum, e, "").map_err(err)?;
+                        .map_err(err)?;
+                    acc = self.float_binary(*op, ScalarType::F32, acc, e)?;
                 }
-                sum.into()
+                acc
             }
             Expr::Shuffle(a, b, mask) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);

@@ -2,7 +2,7 @@
 //! bytes of the buffers it touches (the compulsory traffic of a roofline).
 //!
 //! FLOPs count every `f32` operation a run executes: `fma` as 2 per lane,
-//! other arithmetic, `min`/`max` and intrinsics as 1 per lane, `hsum` as
+//! other arithmetic, `min`/`max` and intrinsics as 1 per lane, `hsum`/`hmax`/`hmin` as
 //! lanes − 1. Loops whose body does not branch on the loop variable are
 //! counted once and multiplied; others (partial tiles, padding guards,
 //! sparse rows) are walked iteration by iteration, so the count is exact
@@ -131,7 +131,7 @@ impl Counter<'_> {
                 .is_none_or(|b| b.index_data.is_none())
                 .then_some(1.0),
             Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => Some(*lanes as f64),
-            Expr::HorizontalSum(_) => Some(1.0),
+            Expr::Horizontal(..) => Some(1.0),
             Expr::Shuffle(_, _, mask) => Some(mask.len() as f64),
             Expr::Binary(op, a, b) => match op {
                 BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => None,
@@ -153,12 +153,12 @@ impl Counter<'_> {
             Expr::Unary(UnOp::ToFloat | UnOp::Neg, _) => 0.0,
             Expr::Unary(_, a) => self.lanes(a).unwrap_or(0.0),
             Expr::Fma(..) => 2.0 * self.lanes(e).unwrap_or(0.0),
-            Expr::HorizontalSum(v) => self.lanes(v).unwrap_or(1.0) - 1.0,
+            Expr::Horizontal(_, v) => self.lanes(v).unwrap_or(1.0) - 1.0,
             _ => 0.0,
         };
         let children = match e {
             Expr::Binary(_, a, b) => self.flops(a) + self.flops(b),
-            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::HorizontalSum(a) => self.flops(a),
+            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => self.flops(a),
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
                 self.flops(a) + self.flops(b) + self.flops(c)
             }
@@ -237,7 +237,7 @@ fn branches_on(body: &[Stmt], var: &str) -> bool {
             Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => {
                 mentions(a, names) || mentions(b, names)
             }
-            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::HorizontalSum(a) => {
+            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => {
                 mentions(a, names)
             }
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {

@@ -10,7 +10,7 @@
 //! are `f32`. The text form (`.lir`) prints and parses back exactly; the
 //! verifier types every expression and proves every access in bounds.
 //!
-//! Vector forms (`f32xN` values, `vload`, `vstore`, `broadcast`, `hsum`) are
+//! Vector forms (`f32xN` values, `vload`, `vstore`, `broadcast`, `hsum`, `hmax`, `hmin`) are
 //! what the `vectorize` pass will write; they print, parse, verify, run in the
 //! loop interpreter and compile with Cranelift (4 lanes) today.
 
@@ -264,8 +264,9 @@ pub enum Expr {
     },
     /// `broadcast<N>(x)`: an `f32` in every lane.
     Broadcast(Box<Expr>, u32),
-    /// `hsum(v)`: the sum of a vector's lanes, an `f32`.
-    HorizontalSum(Box<Expr>),
+    /// `hsum(v)`, `hmax(v)`, `hmin(v)`: a vector's lanes combined in lane
+    /// order by `+`, `max` or `min` (the op), an `f32`.
+    Horizontal(BinOp, Box<Expr>),
     /// `shuffle(a, b, [i, ...])`: lane `l` of the result is lane `mask[l]`
     /// of `a` and `b` placed end to end (`a`'s lanes first), as LLVM's
     /// `shufflevector`; the result has as many lanes as `a` and `b`.
@@ -425,7 +426,7 @@ pub fn buffers_used(body: &[Stmt]) -> Vec<String> {
                 expr(a, out);
                 expr(b, out);
             }
-            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::HorizontalSum(a) => expr(a, out),
+            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => expr(a, out),
             Expr::Shuffle(a, b, _) => {
                 expr(a, out);
                 expr(b, out);

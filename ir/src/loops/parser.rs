@@ -428,7 +428,9 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                 "max" => Expr::Binary(BinOp::Max, next(), next()),
                 "fma" => Expr::Fma(next(), next(), next()),
                 "select" => Expr::Select(next(), next(), next()),
-                "hsum" => Expr::HorizontalSum(next()),
+                "hsum" => Expr::Horizontal(BinOp::Add, next()),
+                "hmax" => Expr::Horizontal(BinOp::Max, next()),
+                "hmin" => Expr::Horizontal(BinOp::Min, next()),
                 other => Expr::Unary(
                     match other {
                         "exp" => UnOp::Exp,

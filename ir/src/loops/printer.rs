@@ -217,8 +217,13 @@ fn write_expr(out: &mut String, e: &Expr) {
         Expr::Broadcast(v, lanes) => {
             let _ = write!(out, "broadcast<{lanes}>({})", expr_text(v));
         }
-        Expr::HorizontalSum(v) => {
-            let _ = write!(out, "hsum({})", expr_text(v));
+        Expr::Horizontal(op, v) => {
+            let name = match op {
+                super::BinOp::Max => "hmax",
+                super::BinOp::Min => "hmin",
+                _ => "hsum",
+            };
+            let _ = write!(out, "{name}({})", expr_text(v));
         }
         Expr::Shuffle(a, b, mask) => {
             let mask: Vec<String> = mask.iter().map(u32::to_string).collect();

@@ -603,10 +603,21 @@ impl Checker<'_> {
                 }
                 Vector(lanes)
             }
-            Expr::HorizontalSum(v) => match self.type_of(v)? {
-                Vector(_) => F32,
-                other => {
-                    self.error(format!("`hsum` needs a vector, got {}", other.name()));
+            Expr::Horizontal(op, v) => match (op, self.type_of(v)?) {
+                (BinOp::Add | BinOp::Max | BinOp::Min, Vector(_)) => F32,
+                (BinOp::Add | BinOp::Max | BinOp::Min, other) => {
+                    self.error(format!(
+                        "`{}` needs a vector, got {}",
+                        crate::loops::expr_text(e),
+                        other.name()
+                    ));
+                    return None;
+                }
+                (op, _) => {
+                    self.error(format!(
+                        "a horizontal reduction combines lanes by +, max or min, not {}",
+                        op.symbol()
+                    ));
                     return None;
                 }
             },
