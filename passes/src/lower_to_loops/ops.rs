@@ -117,9 +117,10 @@ impl Lowering<'_> {
                         Expr::unary(UnOp::Log, Expr::var("sum")),
                     )
                 } else {
+                    // The exponentials were stored by the sum's loop.
                     Expr::bin(
                         BinOp::Div,
-                        Expr::unary(UnOp::Exp, shifted(&format!("i{axis}"))),
+                        load(out, at(&format!("i{axis}"))),
                         Expr::var("sum"),
                     )
                 };
@@ -142,19 +143,31 @@ impl Lowering<'_> {
                         ty: ScalarType::F32,
                         init: Expr::Float(0.0),
                     },
-                    for_loop(
-                        "t",
-                        extent.clone(),
-                        vec![Stmt::Assign {
-                            var: "sum".into(),
-                            value: Expr::bin(
-                                BinOp::Add,
-                                Expr::var("sum"),
-                                Expr::unary(UnOp::Exp, shifted("t")),
-                            ),
-                        }],
-                    ),
                 ];
+                let add_to_sum = |term: Expr| Stmt::Assign {
+                    var: "sum".into(),
+                    value: Expr::bin(BinOp::Add, Expr::var("sum"), term),
+                };
+                let sum_loop = if log {
+                    vec![add_to_sum(Expr::unary(UnOp::Exp, shifted("t")))]
+                } else {
+                    // softmax keeps each exponential in its output for the
+                    // last loop: one `exp` per element, not two.
+                    vec![
+                        Stmt::Let {
+                            var: "e".into(),
+                            ty: ScalarType::F32,
+                            init: Expr::unary(UnOp::Exp, shifted("t")),
+                        },
+                        Stmt::Store {
+                            buffer: out.to_string(),
+                            indices: at("t"),
+                            value: Expr::var("e"),
+                        },
+                        add_to_sum(Expr::var("e")),
+                    ]
+                };
+                row.push(for_loop("t", extent.clone(), sum_loop));
                 row.push(for_loop(&format!("i{axis}"), extent, finish(value, &idx)));
                 nest_except("i", dims, *axis, row)
             }
