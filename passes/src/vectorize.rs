@@ -4,7 +4,9 @@
 //! `for %v.v in 0..n/4 { B' }` plus, for the last `n % 4` iterations, one
 //! more vector that ends at the last iteration (when an iteration may run
 //! twice: it reads nothing it writes, so lanes shared with the previous
-//! vector store the same values again) or else a scalar remainder loop. A
+//! vector store the same values again; with one whole vector, the loop
+//! itself runs twice, its second vector starting `n - 4` in, so that
+//! `unroll` jams both into one block) or else a scalar remainder loop. A
 //! loop shorter than one vector (a tiled loop's last tile) takes 8 or 4
 //! lanes instead when it has that many iterations. In `B'` lane `l` does what iteration `lo + 4·%v.v + l`
 //! did:
@@ -146,6 +148,16 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
             body,
         }]);
     }
+    // One whole vector and a part (a conv2d's 28 output columns on 16
+    // lanes): when an iteration may run twice, one loop of two vectors,
+    // the second ending at the last iteration, so that unrolling it jams
+    // both into one register block rather than two passes.
+    let two_overlapping = full == 1 && n % lanes as i64 != 0 && recomputable(&body);
+    let step = if two_overlapping {
+        n - lanes as i64
+    } else {
+        lanes as i64
+    };
     let mut w = Widen {
         var: &var,
         lanes,
@@ -153,7 +165,7 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
         first_lane: fold_all(&Expr::bin(
             BinOp::Add,
             lo.clone(),
-            Expr::bin(BinOp::Mul, Expr::var(vector_var), Expr::Int(lanes as i64)),
+            Expr::bin(BinOp::Mul, Expr::var(vector_var), Expr::Int(step)),
         )),
     };
     // Reductions into locals declared outside: a vector of partial results
@@ -189,10 +201,13 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
     out.push(Stmt::For {
         var: vector_var.to_string(),
         lo: Expr::Int(0),
-        hi: Expr::Int(full),
+        hi: Expr::Int(if two_overlapping { 2 } else { full }),
         kind: LoopKind::Serial,
         body: vector_body,
     });
+    if two_overlapping {
+        return Ok(out);
+    }
     for (local, op) in &reductions {
         let lanes_combined =
             Expr::Horizontal(*op, Box::new(Expr::var(&format!("{local}.{vector_var}"))));
