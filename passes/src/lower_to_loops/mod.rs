@@ -285,13 +285,23 @@ impl<'g> Lowering<'g> {
             self.push_kernel("copy", body);
         }
         // A value kept transposed between sparse layers leaves its
-        // row-major scratch buffer unused.
-        let used: HashSet<String> = self
+        // row-major scratch buffer unused. A buffer that kernels touch
+        // only through views (a channels-last convolution's result, written
+        // by its transpose and read flattened) is used.
+        let mut used: HashSet<String> = self
             .module
             .kernels
             .iter()
             .flat_map(|k| k.params.iter().cloned())
             .collect();
+        used.extend(
+            self.module
+                .buffers
+                .iter()
+                .filter(|b| used.contains(&b.name))
+                .filter_map(|b| b.view_of.clone())
+                .collect::<Vec<_>>(),
+        );
         self.module
             .buffers
             .retain(|b| b.kind != BufferKind::Scratch || used.contains(&b.name));
