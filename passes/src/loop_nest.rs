@@ -304,6 +304,25 @@ pub fn names_in(kernel: &Kernel) -> HashSet<String> {
     names
 }
 
+/// `body` with the name `from` (a local, a loop variable) changed to `to`
+/// wherever it is declared, assigned or read.
+pub fn rename_var(body: &[Stmt], from: &str, to: &str) -> Vec<Stmt> {
+    map_block(
+        body,
+        &mut |e| match e {
+            Expr::Var(x) if x == from => Expr::Var(to.to_string()),
+            other => other,
+        },
+        &mut |n| {
+            if n == from {
+                to.to_string()
+            } else {
+                n.to_string()
+            }
+        },
+    )
+}
+
 /// True if `e` mentions the variable `var`.
 pub fn uses(e: &Expr, var: &str) -> bool {
     let mut found = false;

@@ -167,21 +167,7 @@ fn rename_locals(body: &[Stmt], suffix: &str) -> Vec<Stmt> {
     // Put the loop variables' names back.
     let mut out = renamed;
     for v in loops {
-        let tagged = format!("{v}{suffix}");
-        out = crate::loop_nest::map_block(
-            &out,
-            &mut |e| match e {
-                Expr::Var(x) if x == tagged => Expr::Var(v.clone()),
-                other => other,
-            },
-            &mut |n| {
-                if n == tagged {
-                    v.clone()
-                } else {
-                    n.to_string()
-                }
-            },
-        );
+        out = crate::loop_nest::rename_var(&out, &format!("{v}{suffix}"), &v);
     }
     out
 }

@@ -175,20 +175,7 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
     let mut out = Vec::new();
     for (local, op) in &reductions {
         let partial = format!("{local}.{vector_var}");
-        lane_body = crate::loop_nest::map_block(
-            &lane_body,
-            &mut |e| match e {
-                Expr::Var(v) if v == *local => Expr::Var(partial.clone()),
-                other => other,
-            },
-            &mut |n| {
-                if n == local {
-                    partial.clone()
-                } else {
-                    n.to_string()
-                }
-            },
-        );
+        lane_body = crate::loop_nest::rename_var(&lane_body, local, &partial);
         w.vector_locals.insert(partial.clone());
         out.push(Stmt::Let {
             var: partial,
