@@ -345,7 +345,7 @@ fn compile_dumps_every_stage_through_clif() {
     let (code, again, err) = lopper(&dir, &["dump", "d/12-plan-memory.lir", "--emit", "clif"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(again, body);
-    assert!(body.contains("; kernel @conv2d_relu_1") && body.contains("; entry point lenet5_run"));
+    assert!(body.contains("; kernel @conv2d_relu_2") && body.contains("; entry point lenet5_run"));
 }
 
 /// `compile --emit` writes what it is asked for; the IR files parse back.

@@ -30,7 +30,7 @@ mod sparse;
 use crate::pass::PassError;
 use build::{binary_expr, broadcast_index, load, nest, unary_expr, vars};
 use lopper_ir::graph::NodeIndex;
-use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, Kernel, Module, ScalarType, Stmt};
+use lopper_ir::loops::{Buffer, BufferKind, Expr, Kernel, Module, ScalarType, Stmt};
 use lopper_ir::{Dim, Graph, Op, TensorType};
 use std::collections::{HashMap, HashSet};
 
@@ -329,30 +329,36 @@ impl<'g> Lowering<'g> {
         dims[3] = Dim::Static(w + left + right);
         let ty = TensorType::f32(lopper_ir::Shape(dims.clone()));
         let name = self.add_buffer(&format!("{x}.pad"), BufferKind::Scratch, &ty, None);
-        let v = |i: usize| Expr::var(&format!("i{i}"));
-        let inside = |i: usize, before: usize, n: usize| {
-            Expr::bin(
-                BinOp::And,
-                Expr::bin(BinOp::Ge, v(i), Expr::Int(before as i64)),
-                Expr::bin(BinOp::Lt, v(i), Expr::Int((before + n) as i64)),
-            )
-        };
-        let shifted = |i: usize, before: usize| build::sub(v(i), build::int(before));
-        let all: Vec<Expr> = (0..4).map(v).collect();
-        let body = vec![Stmt::If {
-            cond: Expr::bin(BinOp::And, inside(2, top, h), inside(3, left, w)),
-            then: vec![Stmt::Store {
+        // Zeros everywhere, then the input over the interior: two plain
+        // nests that vectorize, where one nest with a bounds test per
+        // element stayed scalar.
+        let all = vars("i", 4);
+        let zeros = nest(
+            "i",
+            &dims,
+            vec![Stmt::Store {
                 buffer: name.clone(),
                 indices: all.clone(),
-                value: load(&x, vec![v(0), v(1), shifted(2, top), shifted(3, left)]),
-            }],
-            otherwise: vec![Stmt::Store {
-                buffer: name.clone(),
-                indices: all,
                 value: Expr::Float(0.0),
             }],
-        }];
-        self.push_kernel("pad", nest("i", &dims, body));
+        );
+        self.push_kernel("fill", zeros);
+        let shifted = vec![
+            all[0].clone(),
+            all[1].clone(),
+            build::add(all[2].clone(), build::int(top)),
+            build::add(all[3].clone(), build::int(left)),
+        ];
+        let copy = nest(
+            "i",
+            &xt.shape.0,
+            vec![Stmt::Store {
+                buffer: name.clone(),
+                indices: shifted,
+                value: load(&x, all),
+            }],
+        );
+        self.push_kernel("pad", copy);
         self.padded.insert(conv, name);
     }
 
