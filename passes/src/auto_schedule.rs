@@ -231,6 +231,27 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     let reduction: i64 = reduction_length(inner);
     let fitting = (l2_bytes as i64 / 2) / (reduction.max(1) * lanes_i * 4);
     let vectors = vectors.min(fitting.max(1));
+    // Up to 8 rows; 12 for a kernel window's taps on AVX-512, where one
+    // block then takes LeNet's rows of 10 whole.
+    let most_rows = if short_taps && lanes >= 16 { 12 } else { 8 };
+    // A kernel window over constant rows that whole vectors cover: the
+    // block width (up to 4 vectors) whose tiles and row blocks take the
+    // fewest estimated cycles (LeNet's first convolution on Cranelift:
+    // 7 vectors of a row by 6 channels as 4 + 3 vectors by 3 + 3 rows, not
+    // 3 + 3 + 1 by 3 + 3, where the last tile's 3 chains wait on latency).
+    let vectors = match row.and_then(|(_, lo, hi)| extent(lo, hi)) {
+        Some(rows) if short_taps && column_extent % lanes_i == 0 => {
+            let whole = column_extent / lanes_i;
+            (1..=widest.max(4).min(whole).min(fitting.max(1)))
+                .rev()
+                .min_by_key(|&v| {
+                    let max_rows = (budget / v).min(most_rows).max(1);
+                    block_cycles(&equal_parts(whole, v), &equal_parts(rows, max_rows))
+                })
+                .unwrap_or(vectors)
+        }
+        _ => vectors,
+    };
     // A column loop that whole vectors cover: as few tiles as the widest
     // gives, of equal width where that costs no tile (16 columns of 4
     // lanes as 2 + 2 vectors, not 3 + 1; 100 as 5 x 5, not 4 x 6 + 1), so
@@ -249,9 +270,6 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     } else {
         (vectors, vectors * lanes_i)
     };
-    // Up to 8 rows; 12 for a kernel window's taps on AVX-512, where one
-    // block then takes LeNet's rows of 10 whole.
-    let most_rows = if short_taps && lanes >= 16 { 12 } else { 8 };
     let max_rows = (budget / vectors).min(most_rows);
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
@@ -554,6 +572,25 @@ fn strided_steps(m: &Module, kernel: usize, lanes: u32, taps: &[String]) -> Opti
         "vectorize{{kernel={name},loop={column},lanes={lanes}}}"
     ));
     Some(steps.join(","))
+}
+
+/// `n` split into as few parts of at most `most` as can be, of equal size
+/// but for a smaller last one (10 by at most 6: 5 and 5).
+fn equal_parts(n: i64, most: i64) -> Vec<i64> {
+    let parts = (n + most - 1) / most;
+    let size = (n + parts - 1) / parts;
+    (0..parts).map(|p| size.min(n - p * size)).collect()
+}
+
+/// Estimated half-cycles per reduction step of a register-blocked kernel
+/// with column tiles of `columns` vectors and row blocks of `rows` rows:
+/// each block takes its accumulators' FMAs at two a cycle, or the four
+/// cycles of one FMA's latency when it has fewer than eight chains.
+fn block_cycles(columns: &[i64], rows: &[i64]) -> i64 {
+    columns
+        .iter()
+        .flat_map(|c| rows.iter().map(move |r| (c * r).max(8)))
+        .sum()
 }
 
 /// Vectors per tile of a symbolic column loop, at most ([`symbolic_column`]).
