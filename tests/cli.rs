@@ -553,3 +553,22 @@ fn l2_cache_changes_the_schedule_not_the_result() {
     assert_eq!(code, 2);
     assert!(err.contains("`2Q` is not a size"), "{err}");
 }
+
+/// Cranelift's loads: `readonly can_move` (free to sit by their use) only
+/// for read-only memory whose address moves with the innermost loop, never
+/// for a load inside an `if` (it could move above the test that keeps it
+/// in bounds).
+#[test]
+fn loads_move_only_within_their_loop() {
+    let dir = scratch("movable-loads");
+    let model = root().join("tests/data/lir/movable-loads.lir");
+    let (code, out, err) = lopper(&dir, &["dump", model.to_str().unwrap(), "--emit", "clif"]);
+    assert_eq!(code, 0, "{err}");
+    let (moves, guarded) = out.split_once("; kernel @guarded").expect("two kernels");
+    assert!(
+        moves.contains("load.f32x4 notrap readonly can_move"),
+        "{moves}"
+    );
+    assert!(guarded.contains("load.f32x4 notrap v"), "{guarded}");
+    assert!(!guarded.contains("can_move"), "{guarded}");
+}

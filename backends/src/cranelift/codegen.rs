@@ -9,7 +9,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module as ClifModule};
-use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
+use lopper_ir::loops::{BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
 use lopper_ir::Dim;
 use std::collections::HashMap;
 
@@ -78,6 +78,11 @@ struct Lowerer<'a, 'b> {
     checks: Option<BoundsChecks>,
     /// For each open block, how many of its FMAs take each factor.
     fma_factors: Vec<HashMap<String, usize>>,
+    /// Buffers no kernel writes while this one runs (`const`, `in`).
+    readonly: std::collections::HashSet<String>,
+    /// The statements around the current one, innermost last: a loop's
+    /// variable, or `None` for the branch of an `if`.
+    scopes: Vec<Option<String>>,
 }
 
 /// How many FMAs assigned by the statements of `body` (not of blocks
@@ -227,6 +232,16 @@ pub fn define_kernel(
         arrays: vec![HashMap::new()],
         vars: vec![HashMap::new()],
         libm: refs,
+        readonly: lir
+            .buffers
+            .iter()
+            .filter(|b| {
+                let storage = lir.buffer(lir.storage_of(&b.name));
+                storage.is_some_and(|s| matches!(s.kind, BufferKind::Const | BufferKind::In))
+            })
+            .map(|b| b.name.clone())
+            .collect(),
+        scopes: Vec::new(),
         checks,
         fma_factors: Vec::new(),
     };
@@ -338,7 +353,9 @@ impl Lowerer<'_, '_> {
                 self.b.switch_to_block(inner);
                 self.vars
                     .push(HashMap::from([(var.clone(), (v, ScalarType::Index))]));
+                self.scopes.push(Some(var.clone()));
                 self.block(body)?;
+                self.scopes.pop();
                 self.vars.pop();
                 let current = self.b.use_var(v);
                 let next = self.b.ins().iadd_imm_s(current, 1);
@@ -401,12 +418,14 @@ impl Lowerer<'_, '_> {
                     self.b.create_block(),
                 );
                 self.b.ins().brif(c, t, &[], e, &[]);
+                self.scopes.push(None);
                 self.b.switch_to_block(t);
                 self.block(then)?;
                 self.b.ins().jump(merge, &[]);
                 self.b.switch_to_block(e);
                 self.block(otherwise)?;
                 self.b.ins().jump(merge, &[]);
+                self.scopes.pop();
                 self.b.switch_to_block(merge);
             }
             Stmt::Alloc { name, dims } => {
@@ -672,6 +691,26 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    /// The flags of a load: free to move (and to be scheduled next to its
+    /// use rather than where it was written, which spilled accumulators)
+    /// when it reads memory no kernel writes, its address moves with the
+    /// loop around it and no `if` lies between: it then cannot leave that
+    /// loop, which sits inside every guard that keeps it in bounds. Never
+    /// with bounds checks (it could move above its check).
+    fn load_flags(&self, flags: MemFlagsData, buffer: &str, indices: &[Expr]) -> MemFlagsData {
+        let movable = self.checks.is_none()
+            && self.readonly.contains(buffer)
+            && match self.scopes.last() {
+                Some(Some(var)) => indices.iter().any(|i| mentions(i, var)),
+                _ => false,
+            };
+        if movable {
+            flags.with_readonly().with_can_move()
+        } else {
+            flags
+        }
+    }
+
     fn type_of(&self, e: &Expr) -> ScalarType {
         crate::expr_type(e, &|v| self.var(v).ok().map(|(_, t)| t), &|b| {
             self.array(b).is_ok_and(|a| a.index)
@@ -800,10 +839,9 @@ impl Lowerer<'_, '_> {
             } => {
                 let ty = self.vector_type(*lanes)?;
                 self.check_access(buffer, indices, *lanes)?;
+                let flags = self.load_flags(MemFlagsData::new().with_notrap(), buffer, indices);
                 let (addr, disp) = self.address(buffer, indices)?;
-                self.b
-                    .ins()
-                    .load(ty, MemFlagsData::new().with_notrap(), addr, disp)
+                self.b.ins().load(ty, flags, addr, disp)
             }
             Expr::Broadcast(v, lanes) => {
                 let ty = self.vector_type(*lanes)?;
@@ -874,5 +912,21 @@ impl Lowerer<'_, '_> {
                 self.b.ins().select(cond, x, y)
             }
         })
+    }
+}
+
+/// True if `e` reads the variable `var`.
+fn mentions(e: &Expr, var: &str) -> bool {
+    match e {
+        Expr::Var(v) => v == var,
+        Expr::Int(_) | Expr::Float(_) | Expr::Size(_) => false,
+        Expr::Load { indices, .. } | Expr::VLoad { indices, .. } => {
+            indices.iter().any(|i| mentions(i, var))
+        }
+        Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => mentions(a, var) || mentions(b, var),
+        Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => mentions(a, var),
+        Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
+            mentions(a, var) || mentions(b, var) || mentions(c, var)
+        }
     }
 }
