@@ -216,10 +216,10 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         None => Some(1),
         Some((_, lo, hi)) => extent(lo, hi).filter(|&e| e <= 2),
     };
-    // (Cranelift spilled eight accumulators while its loads were pinned in
-    // program order, all before the FMAs: fc1 of mlp at batch 1 took 27 µs
-    // with eight, 20 with six. Loads of read-only memory that move with
-    // their loop are now free to sit by their FMAs: 14.8 µs with eight.)
+    // Eight fit Cranelift's 16 registers since its loads of read-only
+    // memory may sit by their FMAs (fc1 of mlp at batch 1: 14.8 µs with
+    // eight); while every load came first, eight spilled (27 µs, 20 with
+    // six).
     let widest = match few_rows {
         Some(rows) => (budget / rows).clamp(3, 8),
         None if rows_symbolic => 4,
