@@ -192,9 +192,6 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
         kind: LoopKind::Serial,
         body: vector_body,
     });
-    if two_overlapping {
-        return Ok(out);
-    }
     for (local, op) in &reductions {
         let lanes_combined =
             Expr::Horizontal(*op, Box::new(Expr::var(&format!("{local}.{vector_var}"))));
@@ -202,6 +199,10 @@ pub fn vectorize_loop(s: Stmt, vector_var: &str, lanes: u32) -> Result<Vec<Stmt>
             var: local.clone(),
             value: Expr::bin(*op, Expr::var(local), lanes_combined),
         });
+    }
+    if two_overlapping {
+        // Its second vector was the tail.
+        return Ok(out);
     }
     if n % lanes as i64 != 0 {
         if recomputable(&body) {
