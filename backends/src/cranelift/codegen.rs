@@ -697,7 +697,8 @@ impl Lowerer<'_, '_> {
     /// loop around it and no `if` lies between: it then cannot leave that
     /// loop, which sits inside every guard that keeps it in bounds. Never
     /// with bounds checks (it could move above its check).
-    fn load_flags(&self, flags: MemFlagsData, buffer: &str, indices: &[Expr]) -> MemFlagsData {
+    fn load_flags(&self, buffer: &str, indices: &[Expr]) -> MemFlagsData {
+        let flags = MemFlagsData::new().with_notrap();
         let movable = self.checks.is_none()
             && self.readonly.contains(buffer)
             && match self.scopes.last() {
@@ -839,7 +840,7 @@ impl Lowerer<'_, '_> {
             } => {
                 let ty = self.vector_type(*lanes)?;
                 self.check_access(buffer, indices, *lanes)?;
-                let flags = self.load_flags(MemFlagsData::new().with_notrap(), buffer, indices);
+                let flags = self.load_flags(buffer, indices);
                 let (addr, disp) = self.address(buffer, indices)?;
                 self.b.ins().load(ty, flags, addr, disp)
             }
