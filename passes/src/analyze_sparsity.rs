@@ -245,15 +245,16 @@ mod tests {
 
     #[test]
     fn panels_fill_the_level_one_cache_and_come_in_equal_widths() {
-        // 48 KiB of L1 over 64 rows of floats: 192 columns.
-        assert_eq!(panel_columns(16, 64, 48 << 10), Some(192));
-        assert_eq!(panel_columns(8, 16, 48 << 10), Some(768));
+        // Two thirds of 48 KiB of L1 over 64 rows of floats: 128 columns.
+        assert_eq!(panel_columns(16, 64, 48 << 10), Some(128));
+        assert_eq!(panel_columns(8, 16, 48 << 10), Some(512));
         // Too few rows for a vector tile, or Cranelift's 4 lanes: none.
         assert_eq!(panel_columns(16, 16, 48 << 10), None);
         assert_eq!(panel_columns(4, 64, 48 << 10), None);
         // Many rows: never narrower than 32 columns.
         assert_eq!(panel_columns(16, 4096, 48 << 10), Some(32));
         assert_eq!(balanced_panel(784, 192), Some(196));
+        assert_eq!(balanced_panel(784, 128), Some(131));
         assert_eq!(balanced_panel(300, 192), Some(150));
         assert_eq!(balanced_panel(100, 192), None);
         assert_eq!(balanced_panel(10, 4), Some(4));

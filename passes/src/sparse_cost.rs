@@ -59,20 +59,23 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
 /// Columns per panel for the CSR and N:M kernels, or `None` for whole
 /// rows: with vectors of 8 or 16 lanes and at least one vector tile of rows
 /// (two vectors), so many that a panel of the transposed activations
-/// (columns x rows floats) fills the level-1 data cache of `l1_bytes`, in
-/// multiples of 16 and at least 32. A sparse row reads rows of the
-/// activations scattered over all of them; a panel keeps the ones it reads
-/// in the L1 cache while every output row goes through it, instead of
-/// fetching each from L2 once per nonzero. Measured on fc1 at batch 64 with
-/// LLVM: CSR at 90% 15-19% faster with panels of 196 columns, N:M 2:4 30%
-/// (192 with this machine's 48 KiB); with Cranelift's 4 lanes the same
-/// panels measured slower, so it keeps whole rows.
+/// (columns x rows floats) fills two thirds of the level-1 data cache of
+/// `l1_bytes` (the rest holds the weights and index arrays streaming
+/// through), in multiples of 16 and at least 32. A sparse row reads rows of
+/// the activations scattered over all of them; a panel keeps the ones it
+/// reads in the L1 cache while every output row goes through it, instead
+/// of fetching each from L2 once per nonzero. Measured on fc1 at batch 64
+/// with LLVM: CSR at 90% 15-19% faster with panels of 196 columns, N:M 2:4
+/// 30%; with tiles of four vectors (session 8) N:M 2:4 took 165 µs with
+/// panels of 112 columns against 187 µs with 196, CSR at 90% the same with
+/// either. With Cranelift's 4 lanes the same panels measured slower, so it
+/// keeps whole rows.
 pub fn panel_columns(lanes: u32, rows: usize, l1_bytes: usize) -> Option<usize> {
     let vectorized = rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS;
     if lanes < 8 || !vectorized {
         return None;
     }
-    Some((l1_bytes / (4 * rows) / 16 * 16).max(32))
+    Some((l1_bytes * 2 / 3 / (4 * rows) / 16 * 16).max(32))
 }
 
 /// The least density at which a layer runs by panels: sparser rows have
