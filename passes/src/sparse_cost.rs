@@ -50,9 +50,11 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         (false, false) => costs(11.0, 13.0, 9.7, 0.0),
         // With panels and the vectorized transposes (session 6): CSR and
         // N:M read their activations from L1; a row costs its set-up once
-        // per panel (fitted to fc1 at 70-95% and fc2 at 70%, BSR to fc1's
-        // 4x4 blocks at 75% and 90%; fastest calls).
-        (false, true) => costs(1.85, 1.4, 1.9, 60.0),
+        // per panel. Refitted in session 8 after tiles of four vectors on
+        // AVX-512 (fastest calls of fc1 at 50-95% and 2:4, fc2 at 70% and
+        // 90%, BSR to fc1's 4x4 blocks at 75% and 90%): CSR now pays below
+        // about 60% dense on fc1, where it paid below half.
+        (false, true) => costs(1.42, 1.2, 1.38, 80.0),
     }
 }
 
