@@ -221,9 +221,16 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // memory may sit by their FMAs (fc1 of mlp at batch 1: 14.8 µs with
     // eight); while every load came first, eight spilled (27 µs, 20 with
     // six).
+    // Cranelift's FMA also overwrites a factor that its block shares (a
+    // GEMM's broadcast row and loaded column are both shared in 3 x 3), so
+    // each FMA there costs a copy: a GEMM over constant rows is computed a
+    // row at a time like a matrix-vector product instead, 8 column vectors
+    // that each FMA alone reads (GEMM 512: 7.4 against 8.4 ms).
+    let row_at_a_time = backend_lanes == 4 && !short_taps && !rows_symbolic;
     let widest = match few_rows {
         Some(rows) => (budget / rows).clamp(3, 8),
         None if rows_symbolic => 4,
+        None if row_at_a_time => 8,
         None => 3,
     };
     let vectors = (column_extent / lanes_i).clamp(1, widest);
@@ -271,7 +278,11 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     } else {
         (vectors, vectors * lanes_i)
     };
-    let max_rows = (budget / vectors).min(most_rows);
+    let max_rows = if row_at_a_time {
+        1
+    } else {
+        (budget / vectors).min(most_rows)
+    };
     let row_tile = row.map(|(_, lo, hi)| match extent(lo, hi) {
         Some(e) if e <= max_rows => e,
         // Equal row blocks for a kernel window: 10 rows as 5 + 5, not 6 + 4.
@@ -378,13 +389,14 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         "unroll{{kernel={name},loop={}.v}}",
         point(&column.0)
     ));
-    // A matrix-vector product on Cranelift: its reduction loop four steps
-    // at a time. Cranelift's x64 FMA overwrites a factor, not the addend,
+    // A matrix-vector product on Cranelift (or a GEMM a row at a time):
+    // its reduction loop four steps at a time. Cranelift's x64 FMA overwrites a factor, not the addend,
     // so every accumulator moves back into place at each back edge; four
     // steps per iteration pay that once per four FMAs (mlp's fc1 at batch
     // 1: 13.4 against 14.8 µs). Blocks of several rows measured slower so
-    // (mlp at batch 64, GEMM 512), and so did a kernel window unrolled whole.
-    if backend_lanes == 4 && few_rows == Some(1) && !short_taps {
+    // (mlp at batch 64, GEMM 512 in 3 x 3), and so did a kernel window
+    // unrolled whole.
+    if row_at_a_time && row_tile.is_none_or(|rows| rows == 1) {
         if let Some(k) = inner.iter().find_map(|s| match s {
             Stmt::For { var, lo, hi, .. } if extent(lo, hi).is_some_and(|n| n >= 16) => Some(var),
             _ => None,

@@ -24,6 +24,7 @@ pub const SHAPE_CASES: &[(&str, &str, &[usize])] = &[
     ("linear_784x300", "input x: f32[b, 784]\n param w: f32[300, 784] = kaiming(seed = 1)\n param c: f32[300] = normal(0, 0.1, seed = 2)\n output y = relu(linear(x, w, c))", &[1, 3, 64]),
     ("linear_odd_3d", "input x: f32[b, 5, 7]\n param w: f32[3, 7] = normal(0, 0.5, seed = 3)\n output y = linear(x, w)", &[1, 3]),
     ("matvec_const_row", "input x: f32[1, 37]\n param w: f32[21, 37] = kaiming(seed = 4)\n param c: f32[21] = normal(0, 0.1, seed = 5)\n output y = relu(linear(x, w, c))", &[1]),
+    ("gemm_const_rows", "input x: f32[5, 37]\n param w: f32[37, 21] = kaiming(seed = 6)\n output y = tanh(x @ w)", &[1]),
     ("matmul_broadcast", "input x: f32[b, 2, 7, 5]\n param w: f32[5, 3] = normal(0, 0.5, seed = 4)\n output y = tanh(x @ w)", &[1, 3]),
     ("matmul_batched", "input x: f32[b, 4, 7]\n input z: f32[b, 7, 6]\n output y = x @ z", &[1, 3]),
     ("conv_stride_pad", "input x: f32[b, 3, 9, 9]\n param w: f32[4, 3, 3, 3] = kaiming(seed = 5)\n param c: f32[4] = ones()\n output y = conv2d(x, w, c, stride = 2, padding = 1)", &[1, 3]),
