@@ -223,14 +223,16 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // six).
     // Cranelift's FMA also overwrites a factor that its block shares (a
     // GEMM's broadcast row and loaded column are both shared in 3 x 3), so
-    // each FMA there costs a copy: a GEMM over constant rows is computed a
-    // row at a time like a matrix-vector product instead, 8 column vectors
-    // that each FMA alone reads (GEMM 512: 7.4 against 8.4 ms).
-    let row_at_a_time = backend_lanes == 4 && !short_taps && !rows_symbolic;
+    // each FMA there costs a copy: a product over rows, constant or
+    // symbolic, is computed a row at a time like a matrix-vector product
+    // instead, 8 column vectors that each FMA alone reads (GEMM 512: 7.4
+    // against 8.4 ms; mlp.lop at batch 1, whose 2 x 4 blocks left one row
+    // to a narrower remainder: 17.0 against 23.4 µs).
+    let row_at_a_time = backend_lanes == 4 && !short_taps;
     let widest = match few_rows {
         Some(rows) => (budget / rows).clamp(3, 8),
-        None if rows_symbolic => 4,
         None if row_at_a_time => 8,
+        None if rows_symbolic => 4,
         None => 3,
     };
     let vectors = (column_extent / lanes_i).clamp(1, widest);
@@ -394,8 +396,8 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // so every accumulator moves back into place at each back edge; four
     // steps per iteration pay that once per four FMAs (mlp's fc1 at batch
     // 1: 13.4 against 14.8 µs). Blocks of several rows measured slower so
-    // (mlp at batch 64, GEMM 512 in 3 x 3), and so did a kernel window
-    // unrolled whole.
+    // (mlp at batch 64 in 2 x 4, GEMM 512 in 3 x 3), and so did a kernel
+    // window unrolled whole.
     if row_at_a_time && row_tile.is_none_or(|rows| rows == 1) {
         if let Some(k) = inner.iter().find_map(|s| match s {
             Stmt::For { var, lo, hi, .. } if extent(lo, hi).is_some_and(|n| n >= 16) => Some(var),

@@ -238,9 +238,10 @@ fn tile_base(b: &BandLoop, outer: &str, size: i64) -> Expr {
     ))
 }
 
-/// True if every tile of `b` is full: constant bounds the size divides.
+/// True if every tile of `b` is full: tiles of one iteration (whatever the
+/// extent), or constant bounds the size divides.
 fn always_full(b: &BandLoop, size: i64) -> bool {
-    matches!((&b.lo, &b.hi), (Expr::Int(lo), Expr::Int(hi)) if (hi - lo) % size == 0)
+    size == 1 || matches!((&b.lo, &b.hi), (Expr::Int(lo), Expr::Int(hi)) if (hi - lo) % size == 0)
 }
 
 /// The point loops around `body`, one version per combination of full and
