@@ -202,7 +202,7 @@ fn auto_schedule_vectorizes_the_matmul_kernels() {
     let module = common::compiled_at(&common::load("examples/mlp.lop"), 2);
     let text = lopper_ir::loops::print_lir(&module);
     assert!(
-        text.contains("%fc1.weight.packed: const f32[19,784,16]"),
+        text.contains("%fc1.weight.packed: const f32[10,784,32]"),
         "{text}"
     );
     assert!(text.contains("vload<4>(%fc1.weight.packed["), "{text}");

@@ -235,7 +235,14 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         None if rows_symbolic => 4,
         None => 3,
     };
-    let vectors = (column_extent / lanes_i).clamp(1, widest);
+    let mut vectors = (column_extent / lanes_i).clamp(1, widest);
+    // A last tile narrower than 4 lanes (the narrowest vector `vectorize`
+    // takes) would run scalar: narrower tiles instead, whose last one holds
+    // a vector (30 columns of 4 lanes as 6 + 1.5 vectors, not 7 + 0.5).
+    let scalar_tail = |v: i64| (1..4).contains(&(column_extent % (v * lanes_i)));
+    while vectors > 1 && column_extent > vectors * lanes_i && scalar_tail(vectors) {
+        vectors -= 1;
+    }
     // A packed panel (the reduction's length times the column tile) stays
     // within half the level-2 cache while every row block reads it.
     let reduction: i64 = reduction_length(inner);
