@@ -398,14 +398,14 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         "unroll{{kernel={name},loop={}.v}}",
         point(&column.0)
     ));
-    // A matrix-vector product on Cranelift (or a GEMM a row at a time):
-    // its reduction loop four steps at a time. Cranelift's x64 FMA overwrites a factor, not the addend,
+    // A row at a time on Cranelift: the reduction loop four steps per
+    // iteration. Cranelift's x64 FMA overwrites a factor, not the addend,
     // so every accumulator moves back into place at each back edge; four
     // steps per iteration pay that once per four FMAs (mlp's fc1 at batch
     // 1: 13.4 against 14.8 µs). Blocks of several rows measured slower so
     // (mlp at batch 64 in 2 x 4, GEMM 512 in 3 x 3), and so did a kernel
     // window unrolled whole.
-    if row_at_a_time && row_tile.is_none_or(|rows| rows == 1) {
+    if row_at_a_time {
         if let Some(k) = inner.iter().find_map(|s| match s {
             Stmt::For { var, lo, hi, .. } if extent(lo, hi).is_some_and(|n| n >= 16) => Some(var),
             _ => None,
