@@ -325,14 +325,7 @@ pub fn rename_var(body: &[Stmt], from: &str, to: &str) -> Vec<Stmt> {
 
 /// True if `e` mentions the variable `var`.
 pub fn uses(e: &Expr, var: &str) -> bool {
-    let mut found = false;
-    map_expr(e, &mut |x| {
-        if matches!(&x, Expr::Var(v) if v == var) {
-            found = true;
-        }
-        x
-    });
-    found
+    e.reads(&|v| v == var)
 }
 
 /// True if any statement of `body` mentions `var` in an expression.

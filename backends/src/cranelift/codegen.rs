@@ -702,7 +702,7 @@ impl Lowerer<'_, '_> {
         let movable = self.checks.is_none()
             && self.readonly.contains(buffer)
             && match self.scopes.last() {
-                Some(Some(var)) => indices.iter().any(|i| mentions(i, var)),
+                Some(Some(var)) => indices.iter().any(|i| i.reads(&|v| v == var)),
                 _ => false,
             };
         if movable {
@@ -913,21 +913,5 @@ impl Lowerer<'_, '_> {
                 self.b.ins().select(cond, x, y)
             }
         })
-    }
-}
-
-/// True if `e` reads the variable `var`.
-fn mentions(e: &Expr, var: &str) -> bool {
-    match e {
-        Expr::Var(v) => v == var,
-        Expr::Int(_) | Expr::Float(_) | Expr::Size(_) => false,
-        Expr::Load { indices, .. } | Expr::VLoad { indices, .. } => {
-            indices.iter().any(|i| mentions(i, var))
-        }
-        Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => mentions(a, var) || mentions(b, var),
-        Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => mentions(a, var),
-        Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
-            mentions(a, var) || mentions(b, var) || mentions(c, var)
-        }
     }
 }

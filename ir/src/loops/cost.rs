@@ -229,22 +229,7 @@ impl Counter<'_> {
 /// `var` (directly or through index locals).
 fn branches_on(body: &[Stmt], var: &str) -> bool {
     fn mentions(e: &Expr, names: &[String]) -> bool {
-        match e {
-            Expr::Var(v) => names.contains(v),
-            Expr::Load { indices, .. } | Expr::VLoad { indices, .. } => {
-                indices.iter().any(|i| mentions(i, names))
-            }
-            Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => {
-                mentions(a, names) || mentions(b, names)
-            }
-            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => {
-                mentions(a, names)
-            }
-            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
-                mentions(a, names) || mentions(b, names) || mentions(c, names)
-            }
-            _ => false,
-        }
+        e.reads(&|v| names.iter().any(|n| n == v))
     }
     fn walk(body: &[Stmt], names: &mut Vec<String>) -> bool {
         body.iter().any(|s| match s {

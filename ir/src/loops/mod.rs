@@ -279,6 +279,21 @@ impl Expr {
         Expr::Binary(op, Box::new(a), Box::new(b))
     }
 
+    /// True if the expression reads a variable (`%name`, not a symbolic
+    /// size) for which `is` holds, in any operand or index.
+    pub fn reads(&self, is: &impl Fn(&str) -> bool) -> bool {
+        match self {
+            Expr::Var(v) => is(v),
+            Expr::Int(_) | Expr::Float(_) | Expr::Size(_) => false,
+            Expr::Load { indices, .. } | Expr::VLoad { indices, .. } => {
+                indices.iter().any(|i| i.reads(is))
+            }
+            Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => a.reads(is) || b.reads(is),
+            Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => a.reads(is),
+            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => a.reads(is) || b.reads(is) || c.reads(is),
+        }
+    }
+
     /// A variable.
     pub fn var(name: &str) -> Expr {
         Expr::Var(name.to_string())
