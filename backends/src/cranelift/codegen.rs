@@ -4,7 +4,8 @@
 use crate::BackendError;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value,
+    types, AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind,
+    Value,
 };
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -83,6 +84,9 @@ struct Lowerer<'a, 'b> {
     /// The statements around the current one, innermost last: a loop's
     /// variable, or `None` for the branch of an `if`.
     scopes: Vec<Option<String>>,
+    /// The loops around the current statement, innermost last: each one's
+    /// variable and first value.
+    loop_starts: Vec<(Variable, Value)>,
 }
 
 /// How many FMAs assigned by the statements of `body` (not of blocks
@@ -242,6 +246,7 @@ pub fn define_kernel(
             .map(|b| b.name.clone())
             .collect(),
         scopes: Vec::new(),
+        loop_starts: Vec::new(),
         checks,
         fma_factors: Vec::new(),
     };
@@ -307,12 +312,67 @@ impl Lowerer<'_, '_> {
         self.vars.push(HashMap::new());
         self.arrays.push(HashMap::new());
         self.fma_factors.push(fma_factor_uses(body));
+        // The variables assigned since the last sequence point, in order.
+        let mut assigned: Vec<&str> = Vec::new();
         for s in body {
+            if let Stmt::Assign { var, .. } = s {
+                if assigned.contains(&var.as_str()) {
+                    self.sequence_point(&assigned)?;
+                    assigned.clear();
+                }
+                assigned.push(var);
+            }
             self.stmt(s)?;
         }
         self.vars.pop();
         self.arrays.pop();
         self.fma_factors.pop();
+        Ok(())
+    }
+
+    /// Ends the current Cranelift block with a branch that passes `vars` to
+    /// the next, where they are block parameters.
+    ///
+    /// Cranelift's optimizer places a pure value where it is first used, and
+    /// it elaborates a block's jump arguments one after another, each with
+    /// everything it depends on. An unrolled reduction whose results are
+    /// first used by the loop's back edge is then rebuilt one accumulator's
+    /// whole chain after another: every value the chains share is live
+    /// across all of them, and they spill. A sequence point before a
+    /// variable's second assignment in a statement list keeps the order the
+    /// loop IR gives: each step's multiply-adds are placed by the branch that
+    /// ends the step. The branch has a second edge, never taken (the loop's
+    /// variable below its start), passing zeros: a block parameter with one
+    /// incoming value would be folded away, and the steps merged again.
+    fn sequence_point(&mut self, vars: &[&str]) -> Result<(), BackendError> {
+        let Some(&(loop_var, start)) = self.loop_starts.last() else {
+            return Ok(());
+        };
+        let next = self.b.create_block();
+        let (mut values, mut zeros, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+        for name in vars {
+            let (v, ty) = self.var(name)?;
+            let clif_type = self.clif_type(ty)?;
+            values.push(BlockArg::Value(self.b.use_var(v)));
+            let zero = match ty {
+                ScalarType::F32 => self.b.ins().f32const(0.0),
+                ScalarType::Vector(_) => {
+                    let zero = self.b.ins().f32const(0.0);
+                    self.b.ins().splat(clif_type, zero)
+                }
+                ScalarType::Index | ScalarType::Bool => self.b.ins().iconst(clif_type, 0),
+            };
+            zeros.push(BlockArg::Value(zero));
+            targets.push((v, self.b.append_block_param(next, clif_type)));
+        }
+        let i = self.b.use_var(loop_var);
+        let never = self.b.ins().icmp(IntCC::SignedLessThan, i, start);
+        self.b.ins().brif(never, next, &zeros, next, &values);
+        self.b.seal_block(next);
+        self.b.switch_to_block(next);
+        for (v, param) in targets {
+            self.b.def_var(v, param);
+        }
         Ok(())
     }
 
@@ -354,7 +414,9 @@ impl Lowerer<'_, '_> {
                 self.vars
                     .push(HashMap::from([(var.clone(), (v, ScalarType::Index))]));
                 self.scopes.push(Some(var.clone()));
+                self.loop_starts.push((v, lo));
                 self.block(body)?;
+                self.loop_starts.pop();
                 self.scopes.pop();
                 self.vars.pop();
                 let current = self.b.use_var(v);
