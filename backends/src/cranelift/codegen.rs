@@ -648,8 +648,18 @@ impl Lowerer<'_, '_> {
     /// Rust's `f32::max`: a NaN operand gives the other one. Cranelift's own
     /// `fmax` branches on equal operands (for signed zeros), which
     /// mispredicts on the runs of zeros a ReLU leaves. Scalars go through
-    /// lane 0 of a vector.
-    fn float_min_max(&mut self, max: bool, x: Value, y: Value, scalar: bool) -> Value {
+    /// lane 0 of a vector. The comparison is written as Cranelift matches
+    /// it to one `maxps` (`minps`): `y < x ? x : y`; only a NaN in `y`
+    /// needs a second select, which a constant `y` (a ReLU's zero, a
+    /// pool's `-inf`) never is.
+    fn float_min_max(
+        &mut self,
+        max: bool,
+        x: Value,
+        y: Value,
+        y_never_nan: bool,
+        scalar: bool,
+    ) -> Value {
         let (x, y) = if scalar {
             (
                 self.b.ins().splat(types::F32X4, x),
@@ -659,14 +669,20 @@ impl Lowerer<'_, '_> {
             (x, y)
         };
         let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-        let cc = if max {
-            FloatCC::GreaterThan
+        let wins = if max {
+            self.b.ins().fcmp(FloatCC::LessThan, y, x)
         } else {
-            FloatCC::LessThan
+            self.b.ins().fcmp(FloatCC::LessThan, x, y)
         };
-        let wins = self.b.ins().fcmp(cc, x, y);
         let wins = self.b.ins().bitcast(types::F32X4, flags, wins);
         let best = self.b.ins().bitselect(wins, x, y);
+        if y_never_nan {
+            return if scalar {
+                self.b.ins().extractlane(best, 0u8)
+            } else {
+                best
+            };
+        }
         let y_nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
         let y_nan = self.b.ins().bitcast(types::F32X4, flags, y_nan);
         let r = self.b.ins().bitselect(y_nan, x, best);
@@ -811,7 +827,12 @@ impl Lowerer<'_, '_> {
             {
                 let scalar = self.type_of(a) == ScalarType::F32;
                 let (x, y) = (self.expr(a)?, self.expr(c)?);
-                self.float_min_max(*op == BinOp::Max, x, y, scalar)
+                let y_never_nan = match &**c {
+                    Expr::Float(v) => !v.is_nan(),
+                    Expr::Broadcast(v, _) => matches!(&**v, Expr::Float(v) if !v.is_nan()),
+                    _ => false,
+                };
+                self.float_min_max(*op == BinOp::Max, x, y, y_never_nan, scalar)
             }
             Expr::Binary(op, a, c) => {
                 let float = matches!(self.type_of(a), ScalarType::F32 | ScalarType::Vector(_));
@@ -921,7 +942,7 @@ impl Lowerer<'_, '_> {
                     let e = self.b.ins().extractlane(x, lane);
                     acc = match op {
                         BinOp::Max | BinOp::Min => {
-                            self.float_min_max(*op == BinOp::Max, acc, e, true)
+                            self.float_min_max(*op == BinOp::Max, acc, e, false, true)
                         }
                         _ => self.b.ins().fadd(acc, e),
                     };
