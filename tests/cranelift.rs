@@ -55,3 +55,46 @@ fn every_op_matches_the_interpreter() {
         check(&format!("tests/data/ops/{case}.lop"), "n", &[1, 3]);
     }
 }
+
+/// ReLU and max pooling on NaN, infinities and signed zeros: the JIT's
+/// branch-free max (one `maxps` where the second operand is a constant)
+/// gives what the interpreter gives, bit for bit.
+#[test]
+fn max_of_nan_and_signed_zeros_matches_the_interpreter() {
+    let source = "model m {
+        input x: f32[1, 2, 4, 8]
+        output y = max_pool2d(relu(x), kernel = 2) + max_pool2d(x, kernel = 2)
+    }";
+    let graph = lopper_frontend::compile_source(source, &common::root())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let module = common::lowered(&graph);
+    let jit = compile_jit(&module).unwrap_or_else(|e| panic!("{e}"));
+    let special = [
+        f32::NAN,
+        -0.0,
+        0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -1.5,
+        2.5,
+    ];
+    let data: Vec<f32> = (0..64).map(|i| special[(i * 5 + i / 7) % 7]).collect();
+    let x = lopper_ir::Tensor {
+        shape: vec![1, 2, 4, 8],
+        data,
+    };
+    let inputs = HashMap::from([("x".to_string(), x)]);
+    let want = lopper_runtime::run_graph(&graph, &inputs, &BTreeMap::new()).unwrap();
+    let got = jit.run(&inputs, &BTreeMap::new()).unwrap();
+    let (a, b) = (&got[0].1, &want[0].1);
+    assert!(
+        a.data.iter().any(|v| v.is_nan()) || b.data.iter().all(|v| !v.is_nan()),
+        "the inputs reach a NaN output or none expected"
+    );
+    for (i, (x, y)) in a.data.iter().zip(&b.data).enumerate() {
+        assert!(
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            "element {i}: {x} from the JIT, {y} from the interpreter"
+        );
+    }
+}
