@@ -529,10 +529,10 @@ fn l2_cache_changes_the_schedule_not_the_result() {
         assert_eq!(code, 0, "{err}");
         std::fs::read_to_string(out).unwrap()
     };
-    // Cranelift computes a GEMM a row at a time, 8 vectors wide: a panel
-    // of 1024 x 32 floats is 128 KiB; with 32 KiB of cache the chooser
-    // packs 1024 x 4 (16 KiB, within half of it).
-    assert!(lir("2M").contains("f32[3,1024,32]"));
+    // Cranelift computes a GEMM with constant rows two rows at a time, 4
+    // vectors wide: a panel of 1024 x 16 floats is 64 KiB; with 32 KiB of
+    // cache the chooser packs 1024 x 4 (16 KiB, within half of it).
+    assert!(lir("2M").contains("f32[6,1024,16]"));
     assert!(lir("32K").contains("f32[24,1024,4]"));
     let run = |cache: &str| {
         let (code, out, err) = lopper(

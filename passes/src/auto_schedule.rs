@@ -198,8 +198,14 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // An MR x NR block of at most 9 vector accumulators, leaving registers
     // for the loaded vectors and the broadcast; 12 where the reduction is
     // short unrolled taps (a conv2d's kernel window), which measured faster
-    // there while long reductions (a linear layer's) measured slower.
-    let budget = if short_taps {
+    // there while long reductions (a linear layer's) measured slower. On
+    // Cranelift, whose code keeps the loop IR's order of the taps, a
+    // window's input vectors stay live from tap to tap: 8 (LeNet's conv1
+    // 2 x 4 vectors: 6.7 against 7.6 µs in 3 x 4; conv2 2 pixels x 4
+    // vectors: 13.0 against 13.8 µs in 5 x 2).
+    let budget = if short_taps && backend_lanes == 4 {
+        8
+    } else if short_taps {
         12
     } else if rows_symbolic {
         8
@@ -227,10 +233,17 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // symbolic, is computed a row at a time like a matrix-vector product
     // instead, 8 column vectors that each FMA alone reads (GEMM 512: 7.4
     // against 8.4 ms; mlp.lop at batch 1, whose 2 x 4 blocks left one row
-    // to a narrower remainder: 17.0 against 23.4 µs).
-    let row_at_a_time = backend_lanes == 4 && !short_taps;
+    // to a narrower remainder: 17.0 against 23.4 µs). Since the code keeps
+    // the loop IR's order of the FMAs, the copies cost less than the reuse
+    // of two rows saves: a constant count of rows (never a batch, which
+    // is often 1) goes two at a time by 4 column vectors (GEMM 512: 6.6
+    // against 7.1 ms a row at a time).
+    let cranelift_product = backend_lanes == 4 && !short_taps;
+    let row_pairs = cranelift_product && !rows_symbolic && few_rows != Some(1);
+    let row_at_a_time = cranelift_product && !row_pairs;
     let widest = match few_rows {
         Some(rows) => (budget / rows).clamp(3, 8),
+        None if row_pairs => 4,
         None if row_at_a_time => 8,
         None if rows_symbolic => 4,
         None => 3,
@@ -289,6 +302,8 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     };
     let max_rows = if row_at_a_time {
         1
+    } else if row_pairs {
+        2
     } else {
         (budget / vectors).min(most_rows)
     };
@@ -398,19 +413,29 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         "unroll{{kernel={name},loop={}.v}}",
         point(&column.0)
     ));
-    // A row at a time on Cranelift: the reduction loop four steps per
-    // iteration. Cranelift's x64 FMA overwrites a factor, not the addend,
-    // so every accumulator moves back into place at each back edge; four
-    // steps per iteration pay that once per four FMAs (mlp's fc1 at batch
-    // 1: 13.4 against 14.8 µs). Blocks of several rows measured slower so
-    // (mlp at batch 64 in 2 x 4, GEMM 512 in 3 x 3), and so did a kernel
-    // window unrolled whole.
-    if row_at_a_time {
+    // Products on Cranelift: the reduction loop four steps per iteration
+    // a row at a time, two for pairs of rows. Cranelift's x64 FMA
+    // overwrites a factor, not the addend, so every accumulator moves back
+    // into place at each back edge; four steps per iteration pay that once
+    // per four FMAs (mlp's fc1 at batch 1: 13.4 against 14.8 µs). Pairs of
+    // rows hold twice the loaded vectors: two steps (GEMM 512: 6.6 ms
+    // against 7.4 with four, 8.4 with one). A kernel window unrolled whole
+    // measured slower.
+    let reduction_unroll = if row_at_a_time {
+        4
+    } else if row_pairs {
+        2
+    } else {
+        1
+    };
+    if reduction_unroll > 1 {
         if let Some(k) = inner.iter().find_map(|s| match s {
             Stmt::For { var, lo, hi, .. } if extent(lo, hi).is_some_and(|n| n >= 16) => Some(var),
             _ => None,
         }) {
-            steps.push(format!("unroll{{kernel={name},loop={k},factor=4}}"));
+            steps.push(format!(
+                "unroll{{kernel={name},loop={k},factor={reduction_unroll}}}"
+            ));
         }
     }
     Ok(steps.join(","))
