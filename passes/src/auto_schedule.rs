@@ -487,6 +487,12 @@ impl Pass<Module> for AutoSchedule {
                     .is_some_and(|pipeline| apply(m, &pipeline, &name, cx));
             changed |= scheduled || transposed || strided;
             if strided {
+                // Then the window's other short loops (a pool's rows): one
+                // straight run of loads and maxima per output vector.
+                let (_, inner) = band(&m.kernels[k].body);
+                for l in short_innermost_loops(inner) {
+                    changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
+                }
                 continue;
             }
             if planned.is_err() && !transposed {

@@ -317,7 +317,10 @@ impl Lowerer<'_, '_> {
         for s in body {
             if let Stmt::Assign { var, .. } = s {
                 if assigned.contains(&var.as_str()) {
-                    self.sequence_point(&assigned)?;
+                    // One variable's chain is ordered by its data already.
+                    if assigned.len() > 1 {
+                        self.sequence_point(&assigned)?;
+                    }
                     assigned.clear();
                 }
                 assigned.push(var);
