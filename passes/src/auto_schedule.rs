@@ -434,7 +434,7 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
             _ => None,
         }) {
             steps.push(format!(
-                "unroll{{kernel={name},loop={k},factor={reduction_unroll}}}"
+                "unroll{{kernel={name},loop={k},factor={reduction_unroll},chains=8}}"
             ));
         }
     }

@@ -179,6 +179,7 @@ pub static PASSES: &[PassInfo] = &[
         options: &[
             ("loop", "the loop to unroll: i0.i"),
             ("factor", "copies per iteration, with a remainder loop (default: unroll fully)"),
+            ("chains", "with a factor: split accumulators so the loop has up to this many (default: none)"),
             ("kernel", "only these kernels (default: every kernel with the loop)"),
         ],
         create: |o| Ok(AnyPass::Loops(Box::new(crate::unroll::Unroll::from_options(o)?))),
