@@ -196,6 +196,47 @@ fn the_loop_interpreter_runs_the_sparse_kernels_too() {
     }
 }
 
+/// A batch on Cranelift (`rows=64`): each CSR or N:M group's slots into
+/// one accumulator, the batch in tiles of 8 vectors, then of one, then
+/// scalar rows; with and without panels, on the JIT and the loop
+/// interpreter, at batches that leave each kind of remainder.
+#[test]
+fn wide_batch_tiles_match_the_interpreter() {
+    let graph = &test_models()[0].1;
+    for (method, format) in [
+        ("prune{sparsity=0.8}", "csr"),
+        ("prune{sparsity=0.5}", "csr,panel=8"),
+        ("prune{method=nm}", "nm"),
+        ("prune{method=nm}", "nm,panel=8"),
+    ] {
+        let g = pruned(graph, method);
+        let module = compiled(&g, &format!("{format},lanes=4,rows=64"), 2).unwrap();
+        let text = lopper_ir::loops::print_lir(&module);
+        assert!(
+            text.contains("%acc0.0: f32x4") && !text.contains("%acc1"),
+            "{format}: one accumulator per group"
+        );
+        let jit = lopper_backends::cranelift::compile_jit(&module).unwrap();
+        for b in [1, 3, 32, 37, 70] {
+            let x = common::random_inputs(&g, "batch", b, 7);
+            let want = lopper_runtime::run_graph(&g, &x, &BTreeMap::new()).unwrap();
+            let sizes = BTreeMap::from([("batch".to_string(), b)]);
+            let got = jit.run(&x, &sizes).unwrap();
+            common::assert_close(
+                &format!("{format} b={b}"),
+                &got[0].1,
+                &want[0].1,
+                RTOL,
+                ATOL,
+            );
+            if b == 37 {
+                let got = lopper_runtime::run_module(&module, &x, &BTreeMap::new()).unwrap();
+                common::assert_close(format, &got[0].1, &want[0].1, RTOL, ATOL);
+            }
+        }
+    }
+}
+
 #[test]
 fn lenet5_pruned_every_way_matches_the_interpreter() {
     let graph = common::load("examples/lenet5.lop");
@@ -396,7 +437,17 @@ fn the_cost_model_chooses_by_density_pattern_batch_and_backend() {
         choice("prune{method=block,sparsity=0.9}", 4, 64)[0],
         "bsr4x4"
     );
-    assert_eq!(choice("prune{method=nm}", 4, 64)[0], "dense");
+    // A batch of 64 on Cranelift: one accumulator per group, tiles of 8
+    // vectors; 2:4 takes the N:M kernel (fc1 497.5 against 800.5 µs
+    // dense), 4x4 blocks at 75% BSR (237.6 against 277.7 µs with CSR).
+    assert_eq!(choice("prune{method=nm}", 4, 64)[0], "2:4");
+    assert_eq!(
+        choice("prune{method=block,block=4x4,sparsity=0.75}", 4, 64)[0],
+        "bsr4x4"
+    );
+    assert_eq!(choice("prune{sparsity=0.5}", 4, 64)[0], "csr");
+    // Fewer rows than a wide tile: four accumulators, the old costs.
+    assert_eq!(choice("prune{method=nm}", 4, 16)[0], "dense");
     // LLVM's dense kernels are faster: 70% stays dense for one row; for a
     // batch, CSR by panels in tiles of four vectors pays below about 60%
     // dense (fc1 at 50%: 172 against 201.5 µs), and N:M for 2:4 (166 µs).

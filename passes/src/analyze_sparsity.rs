@@ -14,7 +14,8 @@
 
 use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
 use crate::sparse_cost::{
-    choose, panel_columns, relative_costs, Choice, Forced, RelativeCosts, PANEL_MIN_DENSITY,
+    choose, panel_columns, panel_min_density, relative_costs, slot_accumulators, Choice, Forced,
+    RelativeCosts,
 };
 use lopper_ir::graph::sparsity::{density, matrix_view, pattern};
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
@@ -32,6 +33,11 @@ pub struct AnalyzeSparsity {
     pub costs: RelativeCosts,
     /// Columns per panel of the CSR and N:M kernels (`None`: whole rows).
     pub panel: Option<usize>,
+    /// The least density that runs by panels.
+    pub panel_min_density: f64,
+    /// Registers a CSR or N:M group's slots accumulate into (`None`: one
+    /// each).
+    pub accumulators: Option<usize>,
 }
 
 impl Default for AnalyzeSparsity {
@@ -40,6 +46,8 @@ impl Default for AnalyzeSparsity {
             forced: Forced::Auto,
             costs: relative_costs(4, 1),
             panel: None,
+            panel_min_density: panel_min_density(4),
+            accumulators: None,
         }
     }
 }
@@ -90,6 +98,8 @@ impl AnalyzeSparsity {
             forced,
             costs,
             panel,
+            panel_min_density: panel_min_density(lanes as u32),
+            accumulators: slot_accumulators(lanes as u32, rows),
         })
     }
 }
@@ -222,9 +232,13 @@ impl Pass<Graph> for AnalyzeSparsity {
                         .filter(|_| {
                             matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
                                 && r.op == "linear"
-                                && r.density >= PANEL_MIN_DENSITY
+                                && r.density >= self.panel_min_density
                         })
                         .and_then(|columns| balanced_panel(r.shape[1], columns)),
+                    accumulators: self.accumulators.filter(|_| {
+                        matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
+                            && r.op == "linear"
+                    }),
                 });
             cx.remark(format!(
                 "%{}: density {:.3}, pattern {}, kernel {} ({})",
@@ -248,9 +262,11 @@ mod tests {
         // Two thirds of 48 KiB of L1 over 64 rows of floats: 128 columns.
         assert_eq!(panel_columns(16, 64, 48 << 10), Some(128));
         assert_eq!(panel_columns(8, 16, 48 << 10), Some(512));
-        // Too few rows for a vector tile, or Cranelift's 4 lanes: none.
+        // Too few rows for a vector tile, or Cranelift's 4 lanes without
+        // a batch for its wide tiles: none.
         assert_eq!(panel_columns(16, 16, 48 << 10), None);
-        assert_eq!(panel_columns(4, 64, 48 << 10), None);
+        assert_eq!(panel_columns(4, 16, 48 << 10), None);
+        assert_eq!(panel_columns(4, 64, 48 << 10), Some(128));
         // Many rows: never narrower than 32 columns.
         assert_eq!(panel_columns(16, 4096, 48 << 10), Some(32));
         assert_eq!(balanced_panel(784, 192), Some(196));
@@ -273,10 +289,20 @@ mod tests {
                 .panel,
             None
         );
-        assert!(opts("analyze-sparsity{lanes=4,rows=64}")
+        assert!(opts("analyze-sparsity{lanes=4,rows=16}")
             .unwrap()
             .panel
             .is_none());
+        // Cranelift with a batch of 64: one accumulator per group, panels.
+        let wide = opts("analyze-sparsity{lanes=4,rows=64}").unwrap();
+        assert_eq!(wide.accumulators, Some(1));
+        assert!(wide.panel.is_some());
+        assert_eq!(
+            opts("analyze-sparsity{lanes=16,rows=64}")
+                .unwrap()
+                .accumulators,
+            None
+        );
         let err = opts("analyze-sparsity{panel=wide}").err().unwrap();
         assert!(err.contains("number of columns"), "{err}");
     }

@@ -699,6 +699,17 @@ fn symbolic_column(
              unroll{{kernel={name},loop={tile}.v}}"
         )
     };
+    // Cranelift with one accumulator per row (`accumulators = 1` from
+    // `analyze-sparsity`): tiles of 8 vectors, then of one.
+    if lanes == 4 && accumulators == 1 {
+        return format!(
+            "tile{{kernel={name},loops=[{column}],sizes=[{}]}},\
+             tile{{kernel={name},loops=[{column}],sizes=[{lanes}]}},{},{}",
+            crate::sparse_cost::WIDE_COLUMN_VECTORS * lanes_u,
+            vectorized(&format!("{column}.i")),
+            vectorized(&format!("{column}.i1")),
+        );
+    }
     if lanes >= 16 && 4 * accumulators <= budget {
         return format!(
             "tile{{kernel={name},loops=[{column}],sizes=[{}]}},\

@@ -46,6 +46,13 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         // dense matrix-vector product a third faster (fc1 20 -> 13.4 µs):
         // fastest calls of fc1 at 50-95%, 2:4 and 4x4 blocks at 75-90%.
         (true, false) => costs(8.3, 7.3, 8.2, 240.0),
+        // A batch that fills tiles of 8 vectors, each group's slots into
+        // one accumulator (session 9; fastest calls of fc1 at 50-95%, 2:4
+        // and 4x4 blocks at 75-90%, fc2 at 70-90%): CSR 1.47 per stored
+        // multiply-add and 28 per row from 90% and 95%, 1.2 with panels
+        // at 50%; BSR 0.87 of CSR's time on the same blocks; N:M 3% under
+        // CSR at 2:4.
+        (true, true) if slot_accumulators(lanes, rows).is_some() => costs(1.25, 1.05, 1.2, 28.0),
         (true, true) => costs(2.1, 1.4, 2.1, 30.0),
         // LLVM, 8 or 16 lanes.
         // BSR raised from 8.5 in session 6, when aligned buffers made the
@@ -77,7 +84,7 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
 /// keeps whole rows.
 pub fn panel_columns(lanes: u32, rows: usize, l1_bytes: usize) -> Option<usize> {
     let vectorized = rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS;
-    if lanes < 8 || !vectorized {
+    if (lanes < 8 && slot_accumulators(lanes, rows).is_none()) || !vectorized {
         return None;
     }
     Some((l1_bytes * 2 / 3 / (4 * rows) / 16 * 16).max(32))
@@ -86,8 +93,31 @@ pub fn panel_columns(lanes: u32, rows: usize, l1_bytes: usize) -> Option<usize> 
 /// The least density at which a layer runs by panels: sparser rows have
 /// so few nonzeros per panel that the rows' set-up costs what the cache
 /// saves (the whole LeNet-300-100 at batch 64 with LLVM: 10% dense, 65
-/// against 72 µs with panels; 5% dense, 43 against 42 µs).
-pub const PANEL_MIN_DENSITY: f64 = 0.075;
+/// against 72 µs with panels; 5% dense, 43 against 42 µs). Cranelift's
+/// wide tiles lose at 10% dense (174 against 162 µs) and gain at 30% (378
+/// against 459 µs) and 50% (585 against 771 µs).
+pub fn panel_min_density(lanes: u32) -> f64 {
+    if lanes <= 4 {
+        0.15
+    } else {
+        0.075
+    }
+}
+
+/// Vector tiles of a batch in a CSR or N:M product on Cranelift whose
+/// group's slots share one accumulator ([`slot_accumulators`]).
+pub const WIDE_COLUMN_VECTORS: usize = 8;
+
+/// Registers the four slots of a CSR or N:M group accumulate into, when
+/// not one each: one on Cranelift (4 lanes) for a batch that fills a tile
+/// of [`WIDE_COLUMN_VECTORS`]. A stored weight's index, address and
+/// broadcast then serve 8 vectors of the batch, not 2 (LeNet-300-100 at
+/// batch 64, whole model: CSR at 90% 236 -> 164 µs, N:M 2:4 1.25 -> 0.57
+/// ms with panels). A smaller batch keeps four chains, which a batch of
+/// one needs: its rows run scalar.
+pub fn slot_accumulators(lanes: u32, rows: usize) -> Option<usize> {
+    (lanes <= 4 && rows >= lanes as usize * WIDE_COLUMN_VECTORS).then_some(1)
+}
 
 /// Values per group of a CSR row: rows are padded to a multiple, and each
 /// of the group's slots accumulates into its own register.

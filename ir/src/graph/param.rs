@@ -351,6 +351,9 @@ impl Param {
             if let Some(panel) = s.panel {
                 v.push(("panel", AttrValue::Int(panel as i64)));
             }
+            if let Some(accumulators) = s.accumulators {
+                v.push(("accumulators", AttrValue::Int(accumulators as i64)));
+            }
         }
         v
     }
@@ -464,10 +467,22 @@ impl Param {
                         ))
                     }
                 },
+                accumulators: match get("accumulators") {
+                    None => None,
+                    Some(AttrValue::Int(n)) if (1..=4).contains(n) => Some(*n as usize),
+                    Some(_) => {
+                        return Err(err(
+                            Some("accumulators"),
+                            "`accumulators` is a number of registers from 1 to 4".into(),
+                        ))
+                    }
+                },
             };
             let rest: Vec<(String, AttrValue)> = attrs
                 .iter()
-                .filter(|(k, _)| k != "density" && k != "format" && k != "panel")
+                .filter(|(k, _)| {
+                    !["density", "format", "panel", "accumulators"].contains(&k.as_str())
+                })
                 .cloned()
                 .collect();
             let mut p = Param::from_attrs(&rest, ty, files)?;

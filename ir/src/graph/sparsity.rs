@@ -92,6 +92,11 @@ pub struct Sparsity {
     /// every row reads it), or `None` for whole rows (printed as `panel =
     /// 196` when set).
     pub panel: Option<usize>,
+    /// Registers the slots of a CSR or N:M group accumulate into, slot `s`
+    /// into `s mod accumulators`, or `None` for one per slot (printed as
+    /// `accumulators = 1` when set): fewer let a kernel over a batch take
+    /// wider tiles of it.
+    pub accumulators: Option<usize>,
 }
 
 /// A weight of shape `shape` as a matrix: `(rows, columns)`.

@@ -18,7 +18,9 @@
 //! - CSR: each row's nonzeros in groups of four (a row is padded with zero
 //!   weights to a multiple), `%w.rowptr[j]..%w.rowptr[j+1]` are the groups
 //!   of row `j`; the four slots of a group accumulate separately, so even a
-//!   batch of one has four independent chains;
+//!   batch of one has four independent chains, or into fewer registers
+//!   where `analyze-sparsity` says so (`accumulators = 1` for a batch on
+//!   Cranelift, whose tiles of it then give the independent chains);
 //! - N:M: every row has the same number of slots (`n` per group of `m`),
 //!   so the group loop has affine bounds and no row pointers;
 //! - BSR `RxC`: dense blocks with a nonzero, `%w.blockptr` per block row and
@@ -293,6 +295,18 @@ impl Lowering<'_> {
         }
     }
 
+    /// The registers a linear layer's CSR or N:M groups accumulate into,
+    /// when `analyze-sparsity` chose fewer than one per slot.
+    fn sparse_accumulators(&self, n: NodeIndex) -> Option<usize> {
+        let w = *self.g.operands(n).get(1)?;
+        match &self.g.node(w).op {
+            Op::Param(Param {
+                sparsity: Some(s), ..
+            }) => s.accumulators,
+            _ => None,
+        }
+    }
+
     /// The sparse format `analyze-sparsity` chose for a linear layer's
     /// weight, if not dense.
     pub(super) fn sparse_format(&self, n: NodeIndex) -> Option<SparseFormat> {
@@ -448,10 +462,11 @@ impl Lowering<'_> {
         let (kernel, loop_var, extent, body) = match format {
             SparseFormat::Csr | SparseFormat::NM { .. } => {
                 let columns = index_names.last().expect("colidx").clone();
-                let names = accs(CSR_GROUP);
-                let slots: Vec<Stmt> = names
-                    .iter()
-                    .enumerate()
+                // Slot `s` into accumulator `s mod count`.
+                let count = self.sparse_accumulators(n).unwrap_or(CSR_GROUP);
+                let names = accs(count.clamp(1, CSR_GROUP));
+                let slots: Vec<Stmt> = (0..CSR_GROUP)
+                    .map(|s| (s, &names[s % names.len()]))
                     .map(|(s, a)| {
                         let col = load(&columns, vec![Expr::var("p"), int(s)]);
                         fma_into(
