@@ -178,15 +178,19 @@ fn every_method_and_format_matches_the_interpreter() {
     assert!(runs > 300, "only {runs} runs");
 }
 
+/// Pruned weights and the CSR or N:M kernel forced on them, with and
+/// without panels.
+const SPARSE_CASES: [(&str, &str); 4] = [
+    ("prune{sparsity=0.8}", "csr"),
+    ("prune{sparsity=0.5}", "csr,panel=8"),
+    ("prune{method=nm}", "nm"),
+    ("prune{method=nm}", "nm,panel=8"),
+];
+
 #[test]
 fn the_loop_interpreter_runs_the_sparse_kernels_too() {
     let graph = &test_models()[0].1;
-    for (method, format) in [
-        ("prune{sparsity=0.8}", "csr"),
-        ("prune{sparsity=0.5}", "csr,panel=8"),
-        ("prune{method=nm}", "nm"),
-        ("prune{method=nm}", "nm,panel=8"),
-    ] {
+    for (method, format) in SPARSE_CASES {
         let g = pruned(graph, method);
         let module = compiled(&g, format, 2).unwrap();
         let x = common::random_inputs(&g, "batch", 6, 7);
@@ -203,12 +207,7 @@ fn the_loop_interpreter_runs_the_sparse_kernels_too() {
 #[test]
 fn wide_batch_tiles_match_the_interpreter() {
     let graph = &test_models()[0].1;
-    for (method, format) in [
-        ("prune{sparsity=0.8}", "csr"),
-        ("prune{sparsity=0.5}", "csr,panel=8"),
-        ("prune{method=nm}", "nm"),
-        ("prune{method=nm}", "nm,panel=8"),
-    ] {
+    for (method, format) in SPARSE_CASES {
         let g = pruned(graph, method);
         let module = compiled(&g, &format!("{format},lanes=4,rows=64"), 2).unwrap();
         let text = lopper_ir::loops::print_lir(&module);

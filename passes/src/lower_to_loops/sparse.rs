@@ -45,7 +45,7 @@ use super::{Lowering, PASS};
 use crate::pass::PassError;
 use crate::sparse_cost::CSR_GROUP;
 use lopper_ir::graph::param::Param;
-use lopper_ir::graph::{NodeIndex, SparseFormat};
+use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, LoopKind, ScalarType, Stmt};
 use lopper_ir::types::DType;
 use lopper_ir::{Dim, Op, Shape, Tensor, TensorType};
@@ -283,26 +283,14 @@ impl Lowering<'_> {
         )
     }
 
-    /// The columns per panel `analyze-sparsity` chose for a linear layer's
-    /// sparse weight, if it runs by panels.
-    fn sparse_panel(&self, n: NodeIndex) -> Option<usize> {
+    /// What `analyze-sparsity` recorded on a linear layer's weight (its
+    /// format, panels and accumulators), if anything.
+    fn weight_sparsity(&self, n: NodeIndex) -> Option<Sparsity> {
         let w = *self.g.operands(n).get(1)?;
         match &self.g.node(w).op {
             Op::Param(Param {
                 sparsity: Some(s), ..
-            }) => s.panel,
-            _ => None,
-        }
-    }
-
-    /// The registers a linear layer's CSR or N:M groups accumulate into,
-    /// when `analyze-sparsity` chose fewer than one per slot.
-    fn sparse_accumulators(&self, n: NodeIndex) -> Option<usize> {
-        let w = *self.g.operands(n).get(1)?;
-        match &self.g.node(w).op {
-            Op::Param(Param {
-                sparsity: Some(s), ..
-            }) => s.accumulators,
+            }) => Some(*s),
             _ => None,
         }
     }
@@ -393,7 +381,11 @@ impl Lowering<'_> {
                 ));
             }
         }
-        let stored = build(&weight, format, self.sparse_panel(n));
+        let stored = build(
+            &weight,
+            format,
+            self.weight_sparsity(n).and_then(|s| s.panel),
+        );
         // Panels of the reduction, when the row pointers have one row per
         // panel: the kernel runs panel by panel, the accumulators starting
         // from the partial sums in y.t after the first.
@@ -463,7 +455,10 @@ impl Lowering<'_> {
             SparseFormat::Csr | SparseFormat::NM { .. } => {
                 let columns = index_names.last().expect("colidx").clone();
                 // Slot `s` into accumulator `s mod count`.
-                let count = self.sparse_accumulators(n).unwrap_or(CSR_GROUP);
+                let count = self
+                    .weight_sparsity(n)
+                    .and_then(|s| s.accumulators)
+                    .unwrap_or(CSR_GROUP);
                 let names = accs(count.clamp(1, CSR_GROUP));
                 let slots: Vec<Stmt> = (0..CSR_GROUP)
                     .map(|s| (s, &names[s % names.len()]))
