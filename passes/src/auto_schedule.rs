@@ -684,12 +684,12 @@ fn symbolic_column(
     lanes: u32,
 ) -> String {
     // The accumulators: the lets before the first loop.
-    let accumulators = inner
+    let lets = inner
         .iter()
         .take_while(|s| !matches!(s, Stmt::For { .. }))
         .filter(|s| matches!(s, Stmt::Let { .. }))
-        .count()
-        .max(1);
+        .count();
+    let accumulators = lets.max(1);
     let budget = if lanes >= 16 { 24 } else { 8 };
     let name = &k.name;
     let lanes_u = lanes as usize;
@@ -699,9 +699,10 @@ fn symbolic_column(
              unroll{{kernel={name},loop={tile}.v}}"
         )
     };
-    // Cranelift with one accumulator per row (`accumulators = 1` from
-    // `analyze-sparsity`): tiles of 8 vectors, then of one.
-    if lanes == 4 && accumulators == 1 {
+    // Cranelift with one accumulator per output (a sparse product whose
+    // groups share one, `accumulators = 1` from `analyze-sparsity`): tiles
+    // of 8 vectors, then of one.
+    if lanes == 4 && lets == 1 {
         return format!(
             "tile{{kernel={name},loops=[{column}],sizes=[{}]}},\
              tile{{kernel={name},loops=[{column}],sizes=[{lanes}]}},{},{}",
