@@ -221,24 +221,20 @@ impl Pass<Graph> for AnalyzeSparsity {
             let Op::Param(p) = &mut g.graph[w].op else {
                 unreachable!("reported weights are params")
             };
+            // The linear kernels that read the activations by column
+            // (CSR, N:M) take panels and shared accumulators.
+            let by_column = matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
+                && r.op == "linear";
             let note =
                 (r.density < 1.0 || r.choice.format != SparseFormat::Dense).then_some(Sparsity {
                     density: r.density,
                     format: r.choice.format,
-                    // Panels for the linear kernels that read the
-                    // activations by column, when narrower than the weight.
+                    // Panels when narrower than the weight.
                     panel: self
                         .panel
-                        .filter(|_| {
-                            matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
-                                && r.op == "linear"
-                                && r.density >= self.panel_min_density
-                        })
+                        .filter(|_| by_column && r.density >= self.panel_min_density)
                         .and_then(|columns| balanced_panel(r.shape[1], columns)),
-                    accumulators: self.accumulators.filter(|_| {
-                        matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
-                            && r.op == "linear"
-                    }),
+                    accumulators: self.accumulators.filter(|_| by_column),
                 });
             cx.remark(format!(
                 "%{}: density {:.3}, pattern {}, kernel {} ({})",

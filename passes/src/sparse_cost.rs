@@ -48,10 +48,10 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         (true, false) => costs(8.3, 7.3, 8.2, 240.0),
         // A batch that fills tiles of 8 vectors, each group's slots into
         // one accumulator (session 9; fastest calls of fc1 at 50-95%, 2:4
-        // and 4x4 blocks at 75-90%, fc2 at 70-90%): CSR 1.47 per stored
-        // multiply-add and 28 per row from 90% and 95%, 1.2 with panels
-        // at 50%; BSR 0.87 of CSR's time on the same blocks; N:M 3% under
-        // CSR at 2:4.
+        // and 4x4 blocks at 75-90%, fc2 at 70-90%): CSR 1.25 per stored
+        // multiply-add, between the 1.47 of 90% and 95% (28 per row) and
+        // the 1.2 of 50% with panels; BSR 0.87 of CSR's time on the same
+        // blocks; N:M 3% under CSR at 2:4.
         (true, true) if slot_accumulators(lanes, rows).is_some() => costs(1.25, 1.05, 1.2, 28.0),
         (true, true) => costs(2.1, 1.4, 2.1, 30.0),
         // LLVM, 8 or 16 lanes.
