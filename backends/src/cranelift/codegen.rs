@@ -10,9 +10,11 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module as ClifModule};
-use lopper_ir::loops::{BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
+use lopper_ir::loops::{
+    buffers_stored, BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp,
+};
 use lopper_ir::Dim;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Verifies `m` and builds the ISA of `target` (`opt_level = speed`):
 /// position independent for shared objects, not for the JIT.
@@ -79,8 +81,10 @@ struct Lowerer<'a, 'b> {
     checks: Option<BoundsChecks>,
     /// For each open block, how many of its FMAs take each factor.
     fma_factors: Vec<HashMap<String, usize>>,
-    /// Buffers no kernel writes while this one runs (`const`, `in`).
-    readonly: std::collections::HashSet<String>,
+    /// The locals that never hold NaN (`never_nan_locals`).
+    never_nan: HashSet<String>,
+    /// The buffers this kernel never writes (`readonly_buffers`).
+    readonly: HashSet<String>,
     /// The statements around the current one, innermost last: a loop's
     /// variable, or `None` for the branch of an `if`.
     scopes: Vec<Option<String>>,
@@ -196,6 +200,71 @@ fn affine_terms(e: &Expr, scale: i64, out: &mut Vec<(Expr, i64)>) -> Option<i64>
     }
 }
 
+/// The buffers kernel `k` reads but never writes, through any name: the
+/// constants and inputs, and the buffers whose memory none of the kernel's
+/// stores reach (a scratch buffer an earlier kernel wrote).
+fn readonly_buffers(lir: &Module, k: &Kernel) -> HashSet<String> {
+    let stored = buffers_stored(&k.body);
+    let written: HashSet<&str> = stored
+        .iter()
+        .filter(|b| lir.buffer(b).is_some())
+        .map(|b| lir.storage_of(b))
+        .collect();
+    lir.buffers
+        .iter()
+        .filter(|b| {
+            let storage = lir.storage_of(&b.name);
+            let kind = lir.buffer(storage).map(|s| s.kind);
+            matches!(kind, Some(BufferKind::Const | BufferKind::In))
+                || (kind == Some(BufferKind::Scratch) && !written.contains(storage))
+        })
+        .map(|b| b.name.clone())
+        .collect()
+}
+
+/// The locals of `body` that never hold NaN: every `let` of the name starts
+/// it at a number (or a broadcast one) and every assignment takes the max
+/// or min of it and something else, which `float_min_max` keeps a number
+/// (a max pool's accumulator).
+fn never_nan_locals(body: &[Stmt]) -> HashSet<String> {
+    fn number(e: &Expr) -> bool {
+        match e {
+            Expr::Float(v) => !v.is_nan(),
+            Expr::Broadcast(v, _) => number(v),
+            _ => false,
+        }
+    }
+    fn walk(body: &[Stmt], kept: &mut HashMap<String, bool>) {
+        for s in body {
+            match s {
+                Stmt::Let { var, init, .. } => {
+                    let ok = number(init);
+                    *kept.entry(var.clone()).or_insert(ok) &= ok;
+                }
+                Stmt::Assign { var, value } => {
+                    let ok = matches!(value, Expr::Binary(BinOp::Max | BinOp::Min, a, b)
+                        if [a, b].iter().any(|e| matches!(&***e, Expr::Var(v) if v == var)));
+                    *kept.entry(var.clone()).or_insert(ok) &= ok;
+                }
+                Stmt::For { body, .. } => walk(body, kept),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    walk(then, kept);
+                    walk(otherwise, kept);
+                }
+                Stmt::Store { .. } | Stmt::VStore { .. } | Stmt::Alloc { .. } => {}
+            }
+        }
+    }
+    let mut kept = HashMap::new();
+    walk(body, &mut kept);
+    kept.into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(v, _)| v)
+        .collect()
+}
+
 /// Fills `ctx` with the CLIF of kernel `k`; with `bounds_check`, every load
 /// and store first checks its indices against the buffer's extents and, out
 /// of bounds, prints which kernel and buffer and aborts.
@@ -236,15 +305,8 @@ pub fn define_kernel(
         arrays: vec![HashMap::new()],
         vars: vec![HashMap::new()],
         libm: refs,
-        readonly: lir
-            .buffers
-            .iter()
-            .filter(|b| {
-                let storage = lir.buffer(lir.storage_of(&b.name));
-                storage.is_some_and(|s| matches!(s.kind, BufferKind::Const | BufferKind::In))
-            })
-            .map(|b| b.name.clone())
-            .collect(),
+        readonly: readonly_buffers(lir, k),
+        never_nan: never_nan_locals(&k.body),
         scopes: Vec::new(),
         loop_starts: Vec::new(),
         checks,
@@ -830,12 +892,21 @@ impl Lowerer<'_, '_> {
             {
                 let scalar = self.type_of(a) == ScalarType::F32;
                 let (x, y) = (self.expr(a)?, self.expr(c)?);
-                let y_never_nan = match &**c {
+                let never_nan = |e: &Expr| match e {
                     Expr::Float(v) => !v.is_nan(),
                     Expr::Broadcast(v, _) => matches!(&**v, Expr::Float(v) if !v.is_nan()),
+                    Expr::Var(v) => self.never_nan.contains(v),
                     _ => false,
                 };
-                self.float_min_max(*op == BinOp::Max, x, y, y_never_nan, scalar)
+                if never_nan(c) {
+                    self.float_min_max(*op == BinOp::Max, x, y, true, scalar)
+                } else if never_nan(a) {
+                    // The same result but on ties of signed zeros, with
+                    // the number as the operand kept when the other is NaN.
+                    self.float_min_max(*op == BinOp::Max, y, x, true, scalar)
+                } else {
+                    self.float_min_max(*op == BinOp::Max, x, y, false, scalar)
+                }
             }
             Expr::Binary(op, a, c) => {
                 let float = matches!(self.type_of(a), ScalarType::F32 | ScalarType::Vector(_));
@@ -987,11 +1058,7 @@ impl Lowerer<'_, '_> {
                         .copied()
                         .unwrap_or(1)
                 };
-                let (x, y) = if uses(a) > 1 && uses(c) == 1 {
-                    (y, x)
-                } else {
-                    (x, y)
-                };
+                let (x, y) = if uses(a) > uses(c) { (y, x) } else { (x, y) };
                 self.b.ins().fma(x, y, z)
             }
             Expr::Select(c, a, d) => {

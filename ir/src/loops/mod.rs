@@ -496,3 +496,28 @@ pub fn buffers_used(body: &[Stmt]) -> Vec<String> {
     block(body, &mut out);
     out
 }
+
+/// The names of the buffers (module buffers and local arrays) that `body`
+/// stores to, at any depth, in order of appearance, with repeats.
+pub fn buffers_stored(body: &[Stmt]) -> Vec<String> {
+    fn block(body: &[Stmt], out: &mut Vec<String>) {
+        for s in body {
+            match s {
+                Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
+                    out.push(buffer.clone())
+                }
+                Stmt::For { body, .. } => block(body, out),
+                Stmt::If {
+                    then, otherwise, ..
+                } => {
+                    block(then, out);
+                    block(otherwise, out);
+                }
+                Stmt::Let { .. } | Stmt::Assign { .. } | Stmt::Alloc { .. } => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    block(body, &mut out);
+    out
+}
