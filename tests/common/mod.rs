@@ -31,6 +31,7 @@ pub const SHAPE_CASES: &[(&str, &str, &[usize])] = &[
     ("conv_dilated_asym", "input x: f32[b, 2, 11, 7]\n param w: f32[5, 2, 3, 2] = kaiming(seed = 6)\n output y = relu(conv2d(x, w, dilation = [2, 3], padding = [0, 1, 2, 3]))", &[1, 2]),
     ("conv_depthwise", "input x: f32[b, 6, 7, 7]\n param w: f32[6, 1, 3, 3] = kaiming(seed = 7)\n output y = conv2d(x, w, groups = 6, padding = 1)", &[1, 3]),
     ("conv_channels_last", "input x: f32[b, 6, 9, 7]\n input z: f32[b, 20, 9, 7]\n param w: f32[20, 6, 3, 3] = kaiming(seed = 9)\n param s: f32[20, 1, 1] = normal(0, 0.5, seed = 10)\n output y = relu(conv2d(x, w, padding = 1) + s + z)", &[1, 3]),
+    ("conv_channels_last_pools", "input x: f32[b, 6, 9, 7]\n param w: f32[20, 6, 3, 3] = kaiming(seed = 11)\n param v: f32[16, 6, 3, 3] = kaiming(seed = 12)\n let p = max_pool2d(max_pool2d(relu(conv2d(x, w, padding = 1)), kernel = 3, stride = 2, padding = 1), kernel = 2)\n output y = relu(p)\n output z = avg_pool2d(conv2d(x, v), kernel = [2, 3], stride = [1, 2], padding = 1)", &[1, 3]),
     ("conv_1x1_large", "input x: f32[b, 16, 7, 7]\n param w: f32[32, 16, 1, 1] = kaiming(seed = 8)\n output y = sigmoid(conv2d(x, w))", &[1, 3]),
     ("pool_max_odd", "input x: f32[b, 3, 7, 7]\n output y = max_pool2d(x, kernel = 3, stride = 2)", &[1, 3]),
     ("pool_max_stride2_odd", "input x: f32[b, 3, 6, 19]\n output y = max_pool2d(x, kernel = 2, stride = 2)", &[1, 3]),

@@ -11,6 +11,11 @@
 //! copies it into the NCHW result through a `[n, c, oh·ow]` view of it,
 //! which `auto-schedule` vectorizes as a transpose in registers.
 //!
+//! A pooling that is the only user of such a result reads the scratch
+//! buffer and pools channels-last too (its windows then vectorize along
+//! the channels, with no strided loads), and the transpose moves to after
+//! it, over the smaller pooled result.
+//!
 //! The choice needs the vector width (`lower-to-loops{lanes=L}`, which the
 //! -O2 pipeline sets for the backend); without it every convolution stays
 //! NCHW. Grouped convolutions always do (their input channel depends on the
@@ -21,6 +26,7 @@ use super::Lowering;
 use lopper_ir::graph::op::Conv2dAttrs;
 use lopper_ir::graph::NodeIndex;
 use lopper_ir::loops::{BufferKind, Expr, Stmt};
+use lopper_ir::Op;
 use lopper_ir::{Dim, Shape, TensorType};
 
 /// Vector instructions per value when `n` values are covered by vectors of
@@ -52,8 +58,20 @@ impl Lowering<'_> {
         saved * reduction as f64 > 1.0
     }
 
+    /// The pooling that reads the result of the chain ending at `tail`
+    /// (computed channels-last) when it is that result's only use.
+    pub(super) fn channels_last_consumer(&self, tail: NodeIndex) -> Option<NodeIndex> {
+        match self.g.users(tail).as_slice() {
+            [pool] if !self.g.is_output(tail) => {
+                matches!(self.g.node(*pool).op, Op::MaxPool2d(_) | Op::AvgPool2d(_))
+                    .then_some(*pool)
+            }
+            _ => None,
+        }
+    }
+
     /// Adds the channels-last scratch buffer `[n, oh·ow, c]` of the chain
-    /// whose root is convolution `conv` and result buffer `out`.
+    /// whose root is convolution or pooling `conv` and result buffer `out`.
     pub(super) fn add_channels_last(&mut self, conv: NodeIndex, out: &str) {
         let ty = self.channels_last_type(conv);
         let name = self.add_buffer(&format!("{out}.nhwc"), BufferKind::Scratch, &ty, None);
@@ -67,8 +85,18 @@ impl Lowering<'_> {
         TensorType::f32(Shape(vec![d[0].clone(), Dim::Static(plane), d[1].clone()]))
     }
 
-    /// Sends the final store of a convolution's kernel body (made for the
-    /// NCHW index `idx`) to its channels-last scratch `scratch`.
+    /// The load of element `idx` (NCHW) of the operand of pooling `pool`
+    /// from the channels-last scratch it reads, if it reads one.
+    pub(super) fn load_channels_last(&self, pool: NodeIndex, idx: [Expr; 4]) -> Option<Expr> {
+        let scratch = self.channels_last_input.get(&pool)?;
+        let (_, xt) = self.operand(pool, 0);
+        let width = xt.shape.0[3].as_static().unwrap_or(1);
+        let [n, c, y, x] = idx;
+        Some(load(scratch, vec![n, add(mul(y, int(width)), x), c]))
+    }
+
+    /// Sends the final store of a convolution's (or pooling's) kernel body
+    /// (made for the NCHW index `idx`) to its channels-last scratch.
     pub(super) fn store_channels_last(&self, conv: NodeIndex, body: &mut [Stmt], idx: &[Expr]) {
         let scratch = &self.channels_last[&conv];
         let width = self.g.node(conv).ty.shape.0[3].as_static().unwrap_or(1);

@@ -15,7 +15,8 @@
 //!
 //! Told the backend's vector width (`lanes`), a convolution whose output
 //! channels fill vectors better than its output rows is computed
-//! channels-last and transposed back (`channels_last.rs`).
+//! channels-last and transposed back, after the pooling that follows it if
+//! any (`channels_last.rs`).
 //!
 //! Fusion: an elementwise consumer (unary, or binary with the producer's
 //! shape) whose producer has no other user runs in the producer's loop nest,
@@ -63,8 +64,11 @@ struct Lowering<'g> {
     transposed: HashMap<NodeIndex, String>,
     /// Vector lanes of the backend, 0 when unknown (no layout choices).
     lanes: usize,
-    /// The channels-last scratch of a convolution computed that way.
+    /// The channels-last scratch of a convolution (or pooling) computed
+    /// that way.
     channels_last: HashMap<NodeIndex, String>,
+    /// A pooling that reads its operand channels-last: the scratch of it.
+    channels_last_input: HashMap<NodeIndex, String>,
 }
 
 impl<'g> Lowering<'g> {
@@ -98,6 +102,7 @@ impl<'g> Lowering<'g> {
             transposed: HashMap::new(),
             lanes: 0,
             channels_last: HashMap::new(),
+            channels_last_input: HashMap::new(),
         })
     }
 
@@ -255,6 +260,9 @@ impl<'g> Lowering<'g> {
                     self.add_channels_last(root, &out);
                 }
             }
+            if self.channels_last_input.contains_key(&root) {
+                self.add_channels_last(root, &out);
+            }
             let body = match self.sparse_format(root) {
                 Some(format) => match self.lower_sparse_linear(root, &out, &chain, format)? {
                     Some(finish) => finish,
@@ -265,8 +273,13 @@ impl<'g> Lowering<'g> {
             let mut kernel_name: Vec<&str> = vec![g.node(root).op.name()];
             kernel_name.extend(chain.iter().map(|&c| g.node(c).op.name()));
             self.push_kernel(&kernel_name.join("_"), body);
-            if self.channels_last.contains_key(&root) {
-                self.push_channels_last_transpose(root, &out);
+            if let Some(scratch) = self.channels_last.get(&root).cloned() {
+                match self.channels_last_consumer(n) {
+                    Some(pool) => {
+                        self.channels_last_input.insert(pool, scratch);
+                    }
+                    None => self.push_channels_last_transpose(root, &out),
+                }
             }
         }
         for (name, source) in output_buffers {

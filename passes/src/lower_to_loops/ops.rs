@@ -420,10 +420,10 @@ impl Lowering<'_> {
         };
         let iy = coord(&idx[2], "ky", 0);
         let ix = coord(&idx[3], "kx", 1);
-        let v = load(
-            &x,
-            vec![idx[0].clone(), idx[1].clone(), iy.clone(), ix.clone()],
-        );
+        let at = [idx[0].clone(), idx[1].clone(), iy.clone(), ix.clone()];
+        let v = self
+            .load_channels_last(n, at.clone())
+            .unwrap_or_else(|| load(&x, at.to_vec()));
         let mut tap = vec![Stmt::Assign {
             var: "acc".into(),
             value: Expr::bin(
@@ -468,6 +468,10 @@ impl Lowering<'_> {
             Expr::bin(BinOp::Div, Expr::var("acc"), Expr::var("count"))
         };
         body.extend(finish(value, idx));
+        if self.channels_last.contains_key(&n) {
+            self.store_channels_last(n, &mut body, idx);
+            return nest_in_order("i", &node.ty.shape.0, &[0, 2, 3, 1], body);
+        }
         nest("i", &node.ty.shape.0, body)
     }
 
