@@ -1058,7 +1058,11 @@ impl Lowerer<'_, '_> {
                         .copied()
                         .unwrap_or(1)
                 };
-                let (x, y) = if uses(a) > uses(c) { (y, x) } else { (x, y) };
+                let (x, y) = if uses(a) > 1 && uses(c) == 1 {
+                    (y, x)
+                } else {
+                    (x, y)
+                };
                 self.b.ins().fma(x, y, z)
             }
             Expr::Select(c, a, d) => {
