@@ -268,7 +268,17 @@ impl Generator {
     /// Draws one op on value `x`; false when the drawn op does not apply.
     fn op(&mut self, x: usize) -> bool {
         let shape = self.model.values[x].shape.clone();
-        let made = match self.below(17) {
+        // Half the time a pooling straight after a wide convolution
+        // (LeNet's shape), which then pools channels-last too.
+        let wide_conv = matches!(&self.model.values[x].definition,
+            Definition::Let { template, .. } if template.starts_with("conv2d"))
+            && shape.get(1).and_then(|c| c.fixed()).is_some_and(|c| c >= 4);
+        let drawn = if wide_conv && self.chance(0.5) {
+            9
+        } else {
+            self.below(17)
+        };
+        let made = match drawn {
             0..=2 => self.unary(x, &shape),
             3..=5 => self.binary(x, &shape),
             6 => self.linear(x, &shape),
@@ -416,7 +426,14 @@ impl Generator {
         let (c, h, w) = (c.fixed()?, h.fixed()?, w.fixed()?);
         let divisors: Vec<usize> = (1..=c).filter(|&g| c.is_multiple_of(g)).collect();
         let groups = self.pick(&divisors);
-        let out_channels = groups * self.range(1, 3);
+        // Now and then as many filters as a vector has lanes or more, so
+        // that a convolution (and a pooling after it) is computed
+        // channels-last.
+        let out_channels = if groups == 1 && self.chance(0.3) {
+            self.pick(&[4, 8, 16])
+        } else {
+            groups * self.range(1, 3)
+        };
         for _ in 0..8 {
             let kernel = [self.range(1, 3), self.range(1, 3)];
             let stride = [self.range(1, 2), self.range(1, 2)];
