@@ -142,28 +142,16 @@ fn split_invariant(var: &str, body: Vec<Stmt>) -> (Vec<Stmt>, Vec<Stmt>) {
 
 /// The locals `body` assigns and the buffers it stores to, at any depth.
 fn writes(body: &[Stmt]) -> (HashSet<String>, HashSet<String>) {
-    fn walk(body: &[Stmt], locals: &mut HashSet<String>, buffers: &mut HashSet<String>) {
-        for s in body {
-            match s {
-                Stmt::Assign { var, .. } => {
-                    locals.insert(var.clone());
-                }
-                Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
-                    buffers.insert(buffer.clone());
-                }
-                Stmt::For { body, .. } => walk(body, locals, buffers),
-                Stmt::If {
-                    then, otherwise, ..
-                } => {
-                    walk(then, locals, buffers);
-                    walk(otherwise, locals, buffers);
-                }
-                _ => {}
-            }
-        }
-    }
     let (mut locals, mut buffers) = (HashSet::new(), HashSet::new());
-    walk(body, &mut locals, &mut buffers);
+    lopper_ir::loops::for_each_stmt(body, &mut |s| match s {
+        Stmt::Assign { var, .. } => {
+            locals.insert(var.clone());
+        }
+        Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
+            buffers.insert(buffer.clone());
+        }
+        _ => {}
+    });
     (locals, buffers)
 }
 

@@ -11,7 +11,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_module::{FuncId, Linkage, Module as ClifModule};
 use lopper_ir::loops::{
-    buffers_stored, BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp,
+    buffers_stored, for_each_stmt, BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp,
 };
 use lopper_ir::Dim;
 use std::collections::{HashMap, HashSet};
@@ -234,31 +234,19 @@ fn never_nan_locals(body: &[Stmt]) -> HashSet<String> {
             _ => false,
         }
     }
-    fn walk(body: &[Stmt], kept: &mut HashMap<String, bool>) {
-        for s in body {
-            match s {
-                Stmt::Let { var, init, .. } => {
-                    let ok = number(init);
-                    *kept.entry(var.clone()).or_insert(ok) &= ok;
-                }
-                Stmt::Assign { var, value } => {
-                    let ok = matches!(value, Expr::Binary(BinOp::Max | BinOp::Min, a, b)
-                        if [a, b].iter().any(|e| matches!(&***e, Expr::Var(v) if v == var)));
-                    *kept.entry(var.clone()).or_insert(ok) &= ok;
-                }
-                Stmt::For { body, .. } => walk(body, kept),
-                Stmt::If {
-                    then, otherwise, ..
-                } => {
-                    walk(then, kept);
-                    walk(otherwise, kept);
-                }
-                Stmt::Store { .. } | Stmt::VStore { .. } | Stmt::Alloc { .. } => {}
-            }
-        }
-    }
-    let mut kept = HashMap::new();
-    walk(body, &mut kept);
+    let mut kept: HashMap<String, bool> = HashMap::new();
+    for_each_stmt(body, &mut |s| {
+        let (var, ok) = match s {
+            Stmt::Let { var, init, .. } => (var, number(init)),
+            Stmt::Assign { var, value } => (
+                var,
+                matches!(value, Expr::Binary(BinOp::Max | BinOp::Min, a, b)
+                    if [a, b].iter().any(|e| matches!(&***e, Expr::Var(v) if v == var))),
+            ),
+            _ => return,
+        };
+        *kept.entry(var.clone()).or_insert(ok) &= ok;
+    });
     kept.into_iter()
         .filter(|(_, ok)| *ok)
         .map(|(v, _)| v)

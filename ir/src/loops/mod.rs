@@ -497,27 +497,36 @@ pub fn buffers_used(body: &[Stmt]) -> Vec<String> {
     out
 }
 
+/// Calls `f` on every statement of `body` at any depth, each before the
+/// statements inside it.
+pub fn for_each_stmt(body: &[Stmt], f: &mut impl FnMut(&Stmt)) {
+    for s in body {
+        f(s);
+        match s {
+            Stmt::For { body, .. } => for_each_stmt(body, f),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                for_each_stmt(then, f);
+                for_each_stmt(otherwise, f);
+            }
+            Stmt::Let { .. }
+            | Stmt::Assign { .. }
+            | Stmt::Store { .. }
+            | Stmt::VStore { .. }
+            | Stmt::Alloc { .. } => {}
+        }
+    }
+}
+
 /// The names of the buffers (module buffers and local arrays) that `body`
 /// stores to, at any depth, in order of appearance, with repeats.
 pub fn buffers_stored(body: &[Stmt]) -> Vec<String> {
-    fn block(body: &[Stmt], out: &mut Vec<String>) {
-        for s in body {
-            match s {
-                Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } => {
-                    out.push(buffer.clone())
-                }
-                Stmt::For { body, .. } => block(body, out),
-                Stmt::If {
-                    then, otherwise, ..
-                } => {
-                    block(then, out);
-                    block(otherwise, out);
-                }
-                Stmt::Let { .. } | Stmt::Assign { .. } | Stmt::Alloc { .. } => {}
-            }
-        }
-    }
     let mut out = Vec::new();
-    block(body, &mut out);
+    for_each_stmt(body, &mut |s| {
+        if let Stmt::Store { buffer, .. } | Stmt::VStore { buffer, .. } = s {
+            out.push(buffer.clone());
+        }
+    });
     out
 }
