@@ -521,8 +521,19 @@ impl Pass<Module> for AutoSchedule {
                     changed |= apply(m, &pipeline, &name, cx);
                 }
             }
+            let window = !short.is_empty();
             for l in short {
                 changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
+            }
+            if scheduled && window {
+                // A register-blocked kernel window (a convolution's): the
+                // window's next short loop too (its rows), which leaves
+                // one loop step per input channel and fewer branches and
+                // address updates between the multiply-adds.
+                let (_, inner) = band(&m.kernels[k].body);
+                for l in short_innermost_loops(inner) {
+                    changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
+                }
             }
         }
         Ok(Changed::from(changed))
