@@ -413,16 +413,18 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
         "unroll{{kernel={name},loop={}.v}}",
         point(&column.0)
     ));
-    // Products on Cranelift: the reduction loop four steps per iteration
+    // Products on Cranelift: the reduction loop eight steps per iteration
     // a row at a time, two for pairs of rows. Cranelift's x64 FMA
     // overwrites a factor, not the addend, so every accumulator moves back
-    // into place at each back edge; four steps per iteration pay that once
-    // per four FMAs (mlp's fc1 at batch 1: 13.4 against 14.8 µs). Pairs of
-    // rows hold twice the loaded vectors: two steps (GEMM 512: 6.6 ms
-    // against 7.4 with four, 8.4 with one). A kernel window unrolled whole
-    // measured slower.
+    // into place at each back edge; eight steps per iteration pay that
+    // once per eight FMAs of an accumulator (mlp's fc1 at batch 1: 14.8 µs
+    // with one, 13.4 with four before session 9's sequence points; 12.8
+    // with four, 12.1 with eight, 12.2 with sixteen after). Pairs of rows
+    // hold twice the loaded vectors: two steps (GEMM 512: 6.6 ms against
+    // 7.4 with four, 8.4 with one). A kernel window unrolled whole measured
+    // slower.
     let reduction_unroll = if row_at_a_time {
-        4
+        8
     } else if row_pairs {
         2
     } else {
