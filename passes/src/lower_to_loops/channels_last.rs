@@ -12,7 +12,7 @@
 //! which `auto-schedule` vectorizes as a transpose in registers.
 //!
 //! A pooling that is the only user of such a result reads the scratch
-//! buffer and pools channels-last too (its windows then vectorize along
+//! buffer (through a `[n, oh, ow, c]` view) and pools channels-last too (its windows then vectorize along
 //! the channels, with no strided loads), and the transpose moves to after
 //! it, over the smaller pooled result.
 //!
@@ -85,14 +85,28 @@ impl Lowering<'_> {
         TensorType::f32(Shape(vec![d[0].clone(), Dim::Static(plane), d[1].clone()]))
     }
 
+    /// Lets pooling `pool` read the channels-last result of `conv`: a
+    /// `[n, oh, ow, c]` view of its scratch, so a padded window's guards
+    /// bound the very indices it loads with.
+    pub(super) fn read_channels_last(&mut self, conv: NodeIndex, pool: NodeIndex) {
+        let scratch = self.channels_last[&conv].clone();
+        let d = &self.g.node(conv).ty.shape.0;
+        let ty = TensorType::f32(Shape(vec![
+            d[0].clone(),
+            d[2].clone(),
+            d[3].clone(),
+            d[1].clone(),
+        ]));
+        let view = self.add_buffer(&format!("{scratch}4"), BufferKind::View, &ty, Some(scratch));
+        self.channels_last_input.insert(pool, view);
+    }
+
     /// The load of element `idx` (NCHW) of the operand of pooling `pool`
-    /// from the channels-last scratch it reads, if it reads one.
+    /// from the channels-last view it reads, if it reads one.
     pub(super) fn load_channels_last(&self, pool: NodeIndex, idx: [Expr; 4]) -> Option<Expr> {
-        let scratch = self.channels_last_input.get(&pool)?;
-        let (_, xt) = self.operand(pool, 0);
-        let width = xt.shape.0[3].as_static().unwrap_or(1);
+        let view = self.channels_last_input.get(&pool)?;
         let [n, c, y, x] = idx;
-        Some(load(scratch, vec![n, add(mul(y, int(width)), x), c]))
+        Some(load(view, vec![n, y, x, c]))
     }
 
     /// Sends the final store of a convolution's (or pooling's) kernel body

@@ -67,7 +67,8 @@ struct Lowering<'g> {
     /// The channels-last scratch of a convolution (or pooling) computed
     /// that way.
     channels_last: HashMap<NodeIndex, String>,
-    /// A pooling that reads its operand channels-last: the scratch of it.
+    /// A pooling that reads its operand channels-last: the `[n, h, w, c]`
+    /// view of that operand's scratch.
     channels_last_input: HashMap<NodeIndex, String>,
 }
 
@@ -273,11 +274,9 @@ impl<'g> Lowering<'g> {
             let mut kernel_name: Vec<&str> = vec![g.node(root).op.name()];
             kernel_name.extend(chain.iter().map(|&c| g.node(c).op.name()));
             self.push_kernel(&kernel_name.join("_"), body);
-            if let Some(scratch) = self.channels_last.get(&root).cloned() {
+            if self.channels_last.contains_key(&root) {
                 match self.channels_last_consumer(n) {
-                    Some(pool) => {
-                        self.channels_last_input.insert(pool, scratch);
-                    }
+                    Some(pool) => self.read_channels_last(root, pool),
                     None => self.push_channels_last_transpose(root, &out),
                 }
             }
