@@ -421,8 +421,9 @@ pub fn plan(m: &Module, kernel: usize, lanes: u32, l2_bytes: usize) -> Result<St
     // with one, 13.4 with four before session 9's sequence points; 12.8
     // with four, 12.1 with eight, 12.2 with sixteen after). Pairs of rows
     // hold twice the loaded vectors: two steps (GEMM 512: 6.6 ms against
-    // 7.4 with four, 8.4 with one). A kernel window unrolled whole measured
-    // slower.
+    // 7.4 with four, 8.4 with one). A kernel window's whole reduction
+    // unrolled, its input channels too, measured slower (its taps are
+    // unrolled below).
     let reduction_unroll = if row_at_a_time {
         8
     } else if row_pairs {
