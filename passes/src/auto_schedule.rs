@@ -490,12 +490,9 @@ impl Pass<Module> for AutoSchedule {
                     .is_some_and(|pipeline| apply(m, &pipeline, &name, cx));
             changed |= scheduled || transposed || strided;
             if strided {
-                // Then the window's other short loops (a pool's rows): one
-                // straight run of loads and maxima per output vector.
-                let (_, inner) = band(&m.kernels[k].body);
-                for l in short_innermost_loops(inner) {
-                    changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
-                }
+                // Then the window's rows: one straight run of loads and
+                // maxima per output vector.
+                changed |= unroll_window_rows(m, k, cx);
                 continue;
             }
             if planned.is_err() && !transposed {
@@ -529,18 +526,27 @@ impl Pass<Module> for AutoSchedule {
                 changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
             }
             if scheduled && window {
-                // A register-blocked kernel window (a convolution's): the
-                // window's next short loop too (its rows), which leaves
-                // one loop step per input channel and fewer branches and
-                // address updates between the multiply-adds.
-                let (_, inner) = band(&m.kernels[k].body);
-                for l in short_innermost_loops(inner) {
-                    changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
-                }
+                // A register-blocked kernel window (a convolution's): its
+                // rows too, which leaves one loop step per input channel
+                // and fewer branches and address updates between the
+                // multiply-adds.
+                changed |= unroll_window_rows(m, k, cx);
             }
         }
         Ok(Changed::from(changed))
     }
+}
+
+/// Unrolls the short innermost loops of kernel `k` once its window's
+/// columns are unrolled: the window's rows (a pool's, a convolution's).
+fn unroll_window_rows(m: &mut Module, k: usize, cx: &mut PassContext) -> bool {
+    let name = m.kernels[k].name.clone();
+    let (_, inner) = band(&m.kernels[k].body);
+    let mut changed = false;
+    for l in short_innermost_loops(inner) {
+        changed |= apply(m, &format!("unroll{{kernel={name},loop={l}}}"), &name, cx);
+    }
+    changed
 }
 
 /// Runs `pipeline` on a copy of `m` and keeps the result if every step

@@ -12,9 +12,9 @@
 //! which `auto-schedule` vectorizes as a transpose in registers.
 //!
 //! A pooling that is the only user of such a result reads the scratch
-//! buffer (through a `[n, oh, ow, c]` view) and pools channels-last too (its windows then vectorize along
-//! the channels, with no strided loads), and the transpose moves to after
-//! it, over the smaller pooled result.
+//! buffer (through a `[n, oh, ow, c]` view) and pools channels-last too
+//! (its windows then vectorize along the channels, with no strided loads),
+//! and the transpose moves to after it, over the smaller pooled result.
 //!
 //! The choice needs the vector width (`lower-to-loops{lanes=L}`, which the
 //! -O2 pipeline sets for the backend); without it every convolution stays
