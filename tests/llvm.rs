@@ -115,12 +115,16 @@ fn pruned_models_on_every_sparse_format_match_the_interpreter() {
             lopper_passes::Ir::Graph(g) => g,
             lopper_passes::Ir::Loops(_) => unreachable!("no lowering"),
         };
-        for format in ["auto", "csr", "bsr", "nm"] {
+        // rows=1: one batch row at a time; rows=64: along the batch.
+        for (format, rows) in ["auto", "csr", "bsr", "nm"]
+            .into_iter()
+            .flat_map(|f| [(f, 1), (f, 64)])
+        {
             if format == "nm" && !prune.contains("nm") {
                 continue;
             }
             let pipeline = format!(
-                "analyze-sparsity{{format={format},lanes={lanes},rows=64}},{}",
+                "analyze-sparsity{{format={format},lanes={lanes},rows={rows}}},{}",
                 lopper_passes::loop_pipeline_for(2, lanes)
             );
             let module =
@@ -129,14 +133,14 @@ fn pruned_models_on_every_sparse_format_match_the_interpreter() {
                     lopper_passes::Ir::Graph(_) => unreachable!("the pipeline lowers"),
                 };
             let jit = lopper_backends::llvm::compile_jit(&module, 3)
-                .unwrap_or_else(|e| panic!("{file} {prune} {format}: {e}"));
+                .unwrap_or_else(|e| panic!("{file} {prune} {format} rows={rows}: {e}"));
             for b in [1, 5, 2 * lanes as usize + 1] {
                 let inputs = common::random_inputs(&pruned, "batch", b, 5);
                 let want = lopper_runtime::run_graph(&pruned, &inputs, &BTreeMap::new()).unwrap();
                 let sizes = BTreeMap::from([("batch".to_string(), b)]);
                 let got = jit.run(&inputs, &sizes).unwrap();
                 common::assert_close(
-                    &format!("{file} {prune} {format} b={b} (llvm)"),
+                    &format!("{file} {prune} {format} rows={rows} b={b} (llvm)"),
                     &got[0].1,
                     &want[0].1,
                     RTOL,

@@ -14,8 +14,8 @@
 
 use crate::pass::{Changed, Pass, PassContext, PassError, PassOptions};
 use crate::sparse_cost::{
-    choose, panel_columns, panel_min_density, relative_costs, slot_accumulators, Choice, Forced,
-    RelativeCosts,
+    batch_outer_fits, choose, fills_vector_tile, panel_columns, panel_min_density, relative_costs,
+    slot_accumulators, Choice, Forced, RelativeCosts,
 };
 use lopper_ir::graph::sparsity::{density, matrix_view, pattern};
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
@@ -38,6 +38,9 @@ pub struct AnalyzeSparsity {
     /// Registers a CSR or N:M group's slots accumulate into (`None`: one
     /// each).
     pub accumulators: Option<usize>,
+    /// Sparse products run one row of the batch at a time (fewer rows than
+    /// a vector tile).
+    pub batch_outer: bool,
 }
 
 impl Default for AnalyzeSparsity {
@@ -48,6 +51,7 @@ impl Default for AnalyzeSparsity {
             panel: None,
             panel_min_density: panel_min_density(4),
             accumulators: None,
+            batch_outer: true,
         }
     }
 }
@@ -100,6 +104,7 @@ impl AnalyzeSparsity {
             panel,
             panel_min_density: panel_min_density(lanes as u32),
             accumulators: slot_accumulators(lanes as u32, rows),
+            batch_outer: !fills_vector_tile(lanes as u32, rows),
         })
     }
 }
@@ -225,16 +230,20 @@ impl Pass<Graph> for AnalyzeSparsity {
             // (CSR, N:M) take panels and shared accumulators.
             let by_column = matches!(r.choice.format, SparseFormat::Csr | SparseFormat::NM { .. })
                 && r.op == "linear";
+            let batch_outer =
+                self.batch_outer && r.op == "linear" && batch_outer_fits(r.choice.format, &r.shape);
             let note =
                 (r.density < 1.0 || r.choice.format != SparseFormat::Dense).then_some(Sparsity {
                     density: r.density,
                     format: r.choice.format,
-                    // Panels when narrower than the weight.
+                    // Panels when narrower than the weight (a batch row at
+                    // a time reads its activations once: no panels).
                     panel: self
                         .panel
-                        .filter(|_| by_column && r.density >= self.panel_min_density)
+                        .filter(|_| by_column && !batch_outer && r.density >= self.panel_min_density)
                         .and_then(|columns| balanced_panel(r.shape[1], columns)),
                     accumulators: self.accumulators.filter(|_| by_column),
+                    batch_outer,
                 });
             cx.remark(format!(
                 "%{}: density {:.3}, pattern {}, kernel {} ({})",

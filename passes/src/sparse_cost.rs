@@ -32,20 +32,21 @@ pub struct RelativeCosts {
     pub row: f64,
 }
 
-/// The measured relative costs (`benches/sparse-layers.sh`, medians on
+/// The measured relative costs (`benches/sparse_layers.py`, medians on
 /// this machine, docs/pruning.md). With fewer rows than one vector tile
-/// the sparse kernels run scalar while the dense one is still vectorized
-/// along the reduction, so sparsity pays much later; LLVM's dense kernels
-/// are faster than Cranelift's, so its break-even densities are lower.
+/// the sparse kernels run scalar, a batch row at a time, while the dense
+/// one is still vectorized along the reduction, so sparsity pays much
+/// later (below about 12% dense); with a batch, LLVM's dense kernels are
+/// faster than Cranelift's, so its break-even densities are lower.
 pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
-    let vectorized = rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS;
+    let vectorized = fills_vector_tile(lanes, rows);
     let costs = |csr, bsr, nm, row| RelativeCosts { csr, bsr, nm, row };
     match (lanes <= 4, vectorized) {
-        // Cranelift, 128-bit vectors.
-        // Refitted in session 8, when a row at a time made Cranelift's
-        // dense matrix-vector product a third faster (fc1 20 -> 13.4 µs):
-        // fastest calls of fc1 at 50-95%, 2:4 and 4x4 blocks at 75-90%.
-        (true, false) => costs(8.3, 7.3, 8.2, 240.0),
+        // Cranelift, 128-bit vectors, a batch row at a time (no
+        // transposes; session 11, Zen 4): least squares over the medians of
+        // fc1 at 50-95% (CSR: 6.8 per stored value and 24 per row), 2:4
+        // and 4x4 blocks at 75% and 90%.
+        (true, false) => costs(6.8, 5.0, 6.7, 24.0),
         // A batch that fills tiles of 8 vectors, each group's slots into
         // one accumulator (session 9; fastest calls of fc1 at 50-95%, 2:4
         // and 4x4 blocks at 75-90%, fc2 at 70-90%): CSR 1.25 per stored
@@ -54,10 +55,10 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         // blocks; N:M 3% under CSR at 2:4.
         (true, true) if slot_accumulators(lanes, rows).is_some() => costs(1.25, 1.05, 1.2, 28.0),
         (true, true) => costs(2.1, 1.4, 2.1, 30.0),
-        // LLVM, 8 or 16 lanes.
-        // BSR raised from 8.5 in session 6, when aligned buffers made the
-        // dense matvec faster (fc1 8.6 µs) and 4x4 blocks at 90% lost.
-        (false, false) => costs(11.0, 13.0, 9.7, 0.0),
+        // LLVM, 8 or 16 lanes, a batch row at a time: fitted as
+        // Cranelift's (session 11); its dense matrix-vector product is
+        // faster (fc1 10.2 against 12.2 µs), so every ratio is higher.
+        (false, false) => costs(7.7, 5.9, 7.6, 39.0),
         // With panels and the vectorized transposes (session 6): CSR and
         // N:M read their activations from L1; a row costs its set-up once
         // per panel. Refitted in session 8 after tiles of four vectors on
@@ -65,6 +66,28 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         // 90%, BSR to fc1's 4x4 blocks at 75% and 90%): CSR now pays below
         // about 60% dense on fc1, where it paid below half.
         (false, true) => costs(1.42, 1.2, 1.38, 80.0),
+    }
+}
+
+/// True when `rows` (the batch) fill one vector tile of a sparse kernel
+/// (two vectors of `lanes`), which then runs vectorized along the batch
+/// over transposed activations; fewer rows run one at a time
+/// ([`lopper_ir::graph::Sparsity::batch_outer`]).
+pub fn fills_vector_tile(lanes: u32, rows: usize) -> bool {
+    rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS
+}
+
+/// Whether a `[features, reduction]` weight in `format` can run one batch
+/// row at a time: CSR and N:M always; BSR when its blocks tile the weight
+/// (its padded edge blocks would read past the activations' row and write
+/// past the output's).
+pub fn batch_outer_fits(format: SparseFormat, shape: &[usize]) -> bool {
+    match (format, shape) {
+        (SparseFormat::Csr | SparseFormat::NM { .. }, _) => true,
+        (SparseFormat::Bsr { rows, cols }, [features, reduction]) => {
+            features % rows == 0 && reduction % cols == 0
+        }
+        _ => false,
     }
 }
 
@@ -83,7 +106,7 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
 /// either. With Cranelift's 4 lanes the same panels measured slower, so it
 /// keeps whole rows.
 pub fn panel_columns(lanes: u32, rows: usize, l1_bytes: usize) -> Option<usize> {
-    let vectorized = rows >= lanes as usize * crate::auto_schedule::SYMBOLIC_COLUMN_VECTORS;
+    let vectorized = fills_vector_tile(lanes, rows);
     if (lanes < 8 && slot_accumulators(lanes, rows).is_none()) || !vectorized {
         return None;
     }
@@ -338,7 +361,7 @@ mod tests {
         let dense = weight(4, 8, |_, _| true);
         assert!(choose(&dense, true, Forced::NM, &BATCH).is_err());
         let f = Forced::Format(SparseFormat::NM { n: 1, m: 4 });
-        // One row on Cranelift: sparse kernels pay only below about 1/6
+        // One row on Cranelift: sparse kernels pay only below about 1/7
         // density; with a batch, this 1:4 weight takes CSR (fewer slots
         // than N:M's fixed quarter).
         let one_row = relative_costs(4, 1);

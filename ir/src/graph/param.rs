@@ -354,6 +354,9 @@ impl Param {
             if let Some(accumulators) = s.accumulators {
                 v.push(("accumulators", AttrValue::Int(accumulators as i64)));
             }
+            if s.batch_outer {
+                v.push(("batch_outer", AttrValue::Ident("true".into())));
+            }
         }
         v
     }
@@ -477,11 +480,22 @@ impl Param {
                         ))
                     }
                 },
+                batch_outer: match get("batch_outer") {
+                    None => false,
+                    Some(AttrValue::Ident(b)) if b == "true" || b == "false" => b == "true",
+                    Some(_) => {
+                        return Err(err(
+                            Some("batch_outer"),
+                            "`batch_outer` is `true` or `false`".into(),
+                        ))
+                    }
+                },
             };
             let rest: Vec<(String, AttrValue)> = attrs
                 .iter()
                 .filter(|(k, _)| {
-                    !["density", "format", "panel", "accumulators"].contains(&k.as_str())
+                    !["density", "format", "panel", "accumulators", "batch_outer"]
+                        .contains(&k.as_str())
                 })
                 .cloned()
                 .collect();

@@ -97,6 +97,11 @@ pub struct Sparsity {
     /// `accumulators = 1` when set): fewer let a kernel over a batch take
     /// wider tiles of it.
     pub accumulators: Option<usize>,
+    /// The product runs one row of the batch at a time, reading the
+    /// activations and writing its result in their own layout (no
+    /// transposes), for calls with fewer rows than a vector tile (printed
+    /// as `batch_outer = true` when set).
+    pub batch_outer: bool,
 }
 
 /// A weight of shape `shape` as a matrix: `(rows, columns)`.

@@ -403,14 +403,28 @@ impl<'g> Lowering<'g> {
         chain: &[NodeIndex],
         producer: NodeIndex,
     ) -> Vec<Stmt> {
+        self.finish_in("r", value, out, idx, chain, producer)
+    }
+
+    /// [`Self::finish`] in the local `local`, for bodies that finish
+    /// several values.
+    fn finish_in(
+        &self,
+        local: &str,
+        value: Expr,
+        out: &str,
+        idx: &[Expr],
+        chain: &[NodeIndex],
+        producer: NodeIndex,
+    ) -> Vec<Stmt> {
         let mut stmts = vec![Stmt::Let {
-            var: "r".into(),
+            var: local.into(),
             ty: ScalarType::F32,
             init: value,
         }];
         let mut previous = producer;
         for &c in chain {
-            let r = Expr::var("r");
+            let r = Expr::var(local);
             let value = match &self.g.node(c).op {
                 Op::Unary(u) => unary_expr(*u, r),
                 Op::Binary(b) => {
@@ -427,7 +441,7 @@ impl<'g> Lowering<'g> {
                 _ => unreachable!("only elementwise ops are fused"),
             };
             stmts.push(Stmt::Assign {
-                var: "r".into(),
+                var: local.into(),
                 value,
             });
             previous = c;
@@ -435,7 +449,7 @@ impl<'g> Lowering<'g> {
         stmts.push(Stmt::Store {
             buffer: out.to_string(),
             indices: idx.to_vec(),
-            value: Expr::var("r"),
+            value: Expr::var(local),
         });
         stmts
     }

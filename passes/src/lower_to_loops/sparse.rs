@@ -43,7 +43,7 @@
 use super::build::*;
 use super::{Lowering, PASS};
 use crate::pass::PassError;
-use crate::sparse_cost::CSR_GROUP;
+use crate::sparse_cost::{batch_outer_fits, CSR_GROUP};
 use lopper_ir::graph::param::Param;
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, LoopKind, ScalarType, Stmt};
@@ -77,6 +77,19 @@ fn fma_into(acc: &str, a: Expr, b: Expr) -> Stmt {
         var: acc.to_string(),
         value: Expr::Fma(Box::new(a), Box::new(b), Box::new(Expr::var(acc))),
     }
+}
+
+/// Accumulator locals `acc0`, `acc1`, ...
+fn accumulators(count: usize) -> Vec<String> {
+    (0..count).map(|a| format!("acc{a}")).collect()
+}
+
+/// The groups of N:M row `j`: every row has `per_row` of them.
+fn nm_row_range(per_row: usize) -> (Expr, Expr) {
+    (
+        mul(Expr::var("j"), int(per_row)),
+        mul(add(Expr::var("j"), int(1)), int(per_row)),
+    )
 }
 
 /// `(a0 + a1) + (a2 + a3)`: a balanced sum.
@@ -312,6 +325,18 @@ impl Lowering<'_> {
         }
     }
 
+    /// Whether sparse linear `n` runs one batch row at a time:
+    /// `analyze-sparsity` asked for it and the format fits the weight.
+    fn by_batch_row(&self, n: NodeIndex) -> bool {
+        let (Some(format), Some(s)) = (self.sparse_format(n), self.weight_sparsity(n)) else {
+            return false;
+        };
+        let w = self.g.operands(n)[1];
+        s.batch_outer
+            && (self.g.node(w).ty.shape.as_static())
+                .is_some_and(|shape| batch_outer_fits(format, &shape))
+    }
+
     fn add_constant(&mut self, wanted: &str, shape: Vec<usize>, data: ConstantData) -> String {
         let name = self.unique(wanted);
         let (dtype, data, index_data) = match data {
@@ -339,6 +364,9 @@ impl Lowering<'_> {
         let users = g.users(tail);
         let [user] = users[..] else { return false };
         if g.is_output(tail) || g.operands(user)[0] != tail {
+            return false;
+        }
+        if self.by_batch_row(user) {
             return false;
         }
         match self.sparse_format(user) {
@@ -380,6 +408,10 @@ impl Lowering<'_> {
                     format!("the weight is marked {keep}:{m} but has more nonzeros in a group"),
                 ));
             }
+        }
+        if self.by_batch_row(n) {
+            self.lower_sparse_by_batch_row(n, out, chain, format, &weight, &wname);
+            return Ok(None);
         }
         let stored = build(
             &weight,
@@ -437,20 +469,8 @@ impl Lowering<'_> {
             }
             stmts
         };
-        let values = self.add_constant(
-            &format!("{wname}.values"),
-            stored.values.shape.clone(),
-            ConstantData::Values(stored.values.clone()),
-        );
-        let mut index_names = Vec::new();
-        for (suffix, shape, data) in stored.indices {
-            index_names.push(self.add_constant(
-                &format!("{wname}.{suffix}"),
-                shape,
-                ConstantData::Indices(data),
-            ));
-        }
-        let accs = |k: usize| -> Vec<String> { (0..k).map(|a| format!("acc{a}")).collect() };
+        let per_row = stored.values.shape[0] / features.max(1);
+        let (values, index_names) = self.add_stored(&wname, stored.values, stored.indices);
         let (kernel, loop_var, extent, body) = match format {
             SparseFormat::Csr | SparseFormat::NM { .. } => {
                 let columns = index_names.last().expect("colidx").clone();
@@ -459,7 +479,7 @@ impl Lowering<'_> {
                     .weight_sparsity(n)
                     .and_then(|s| s.accumulators)
                     .unwrap_or(CSR_GROUP);
-                let names = accs(count.clamp(1, CSR_GROUP));
+                let names = accumulators(count.clamp(1, CSR_GROUP));
                 let slots: Vec<Stmt> = (0..CSR_GROUP)
                     .map(|s| (s, &names[s % names.len()]))
                     .map(|(s, a)| {
@@ -486,13 +506,7 @@ impl Lowering<'_> {
                             load(ptr, vec![add(Expr::var("j"), int(1))]),
                         )
                     }
-                    _ => {
-                        let per_row = stored.values.shape[0] / features.max(1);
-                        (
-                            mul(Expr::var("j"), int(per_row)),
-                            mul(add(Expr::var("j"), int(1)), int(per_row)),
-                        )
-                    }
+                    _ => nm_row_range(per_row),
                 };
                 let mut body = zero_lets(&names);
                 if panels.is_some() {
@@ -530,7 +544,7 @@ impl Lowering<'_> {
             }
             SparseFormat::Bsr { rows: br, cols: bc } => {
                 let (ptr, blockcol) = (&index_names[0], &index_names[1]);
-                let names = accs(br);
+                let names = accumulators(br);
                 let column = add(
                     mul(load(blockcol, vec![Expr::var("b")]), int(bc)),
                     Expr::var("c"),
@@ -590,6 +604,148 @@ impl Lowering<'_> {
             dim_expr(&dims[r - 1]),
             nest("i", lead, self.finish(value, out, &idx, chain, n)),
         )]))
+    }
+
+    /// Adds a stored weight's values and index arrays as constants named
+    /// after the weight; returns their buffer names.
+    fn add_stored(
+        &mut self,
+        wname: &str,
+        values: Tensor,
+        indices: Vec<(&'static str, Vec<usize>, Vec<i64>)>,
+    ) -> (String, Vec<String>) {
+        let values = self.add_constant(
+            &format!("{wname}.values"),
+            values.shape.clone(),
+            ConstantData::Values(values),
+        );
+        let index_names = indices
+            .into_iter()
+            .map(|(suffix, shape, data)| {
+                self.add_constant(
+                    &format!("{wname}.{suffix}"),
+                    shape,
+                    ConstantData::Indices(data),
+                )
+            })
+            .collect();
+        (values, index_names)
+    }
+
+    /// Pushes the one kernel of sparse linear `n` for a batch of fewer rows
+    /// than a vector tile (`batch_outer`): for each row of the batch, each
+    /// output feature (block row for BSR) sums its stored weights times the
+    /// activations they pick out of `x[rows.., k]`, adds the bias, runs the
+    /// fused chain and stores `out[rows.., j]`. No transposes: the
+    /// activations and the result keep their layout, and the reduction
+    /// reads one row of `x`, which stays in the L1 cache.
+    fn lower_sparse_by_batch_row(
+        &mut self,
+        n: NodeIndex,
+        out: &str,
+        chain: &[NodeIndex],
+        format: SparseFormat,
+        weight: &Tensor,
+        wname: &str,
+    ) {
+        let g = self.g;
+        let (x, _) = self.operand(n, 0);
+        let stored = build(weight, format, None);
+        let features = weight.shape[0];
+        let per_row = stored.values.shape[0] / features.max(1);
+        let (values, index_names) = self.add_stored(wname, stored.values, stored.indices);
+        let dims = g.node(n).ty.shape.0.clone();
+        let lead = &dims[..dims.len() - 1];
+        let rows = vars("i", lead.len());
+        let at_row = |k: Expr| {
+            let mut index = rows.clone();
+            index.push(k);
+            index
+        };
+        let bias = g.operands(n).get(2).map(|_| self.operand(n, 2).0);
+        // Finishes `value` of feature `j` in the local `local`.
+        let finish = |me: &Self, local: &str, value: Expr, j: Expr| {
+            let value = match &bias {
+                Some(b) => Expr::bin(BinOp::Add, value, load(b, vec![j.clone()])),
+                None => value,
+            };
+            me.finish_in(local, value, out, &at_row(j), chain, n)
+        };
+        let (kernel, loop_var, extent, body) = match format {
+            SparseFormat::Csr | SparseFormat::NM { .. } => {
+                let columns = index_names.last().expect("colidx");
+                let names = accumulators(CSR_GROUP);
+                let slots = names
+                    .iter()
+                    .enumerate()
+                    .map(|(s, a)| {
+                        let col = load(columns, vec![Expr::var("p"), int(s)]);
+                        fma_into(
+                            a,
+                            load(&values, vec![Expr::var("p"), int(s)]),
+                            load(&x, at_row(col)),
+                        )
+                    })
+                    .collect();
+                let (lo, hi) = match format {
+                    SparseFormat::Csr => {
+                        let ptr = &index_names[0];
+                        (
+                            load(ptr, vec![Expr::var("j")]),
+                            load(ptr, vec![add(Expr::var("j"), int(1))]),
+                        )
+                    }
+                    _ => nm_row_range(per_row),
+                };
+                let mut body = zero_lets(&names);
+                body.push(range("p", lo, hi, slots));
+                body.extend(finish(self, "r", sum(&names), Expr::var("j")));
+                let kernel = if format == SparseFormat::Csr {
+                    "csr"
+                } else {
+                    "nm"
+                };
+                (kernel, "j", features, body)
+            }
+            SparseFormat::Bsr { rows: br, cols: bc } => {
+                // analyze-sparsity sets batch_outer only where the blocks
+                // tile the weight: no padded block reads past x's row.
+                let (ptr, blockcol) = (&index_names[0], &index_names[1]);
+                let names = accumulators(br);
+                let column = add(
+                    mul(load(blockcol, vec![Expr::var("b")]), int(bc)),
+                    Expr::var("c"),
+                );
+                let taps = names
+                    .iter()
+                    .enumerate()
+                    .map(|(row, a)| {
+                        fma_into(
+                            a,
+                            load(&values, vec![Expr::var("b"), int(row), Expr::var("c")]),
+                            load(&x, at_row(column.clone())),
+                        )
+                    })
+                    .collect();
+                let mut body = zero_lets(&names);
+                body.push(range(
+                    "b",
+                    load(ptr, vec![Expr::var("jb")]),
+                    load(ptr, vec![add(Expr::var("jb"), int(1))]),
+                    vec![for_loop("c", int(bc), taps)],
+                ));
+                for (row, a) in names.iter().enumerate() {
+                    let j = add(mul(Expr::var("jb"), int(br)), int(row));
+                    body.extend(finish(self, &format!("r{row}"), Expr::var(a), j));
+                }
+                ("bsr", "jb", features / br, body)
+            }
+            SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
+        };
+        let product = nest("i", lead, vec![for_loop(loop_var, int(extent), body)]);
+        let mut name: Vec<&str> = vec![kernel, "linear"];
+        name.extend(chain.iter().map(|&c| g.node(c).op.name()));
+        self.push_kernel(&name.join("_"), product);
     }
 
     /// Pushes a kernel copying `x[rows.., k]` to a new `x.t[k, rows..]` with
