@@ -240,7 +240,9 @@ impl Pass<Graph> for AnalyzeSparsity {
                     // a time reads its activations once: no panels).
                     panel: self
                         .panel
-                        .filter(|_| by_column && !batch_outer && r.density >= self.panel_min_density)
+                        .filter(|_| {
+                            by_column && !batch_outer && r.density >= self.panel_min_density
+                        })
                         .and_then(|columns| balanced_panel(r.shape[1], columns)),
                     accumulators: self.accumulators.filter(|_| by_column),
                     batch_outer,
