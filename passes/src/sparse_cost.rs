@@ -8,7 +8,7 @@
 //! a call has enough rows (batch) to fill the sparse kernel's vector tiles;
 //! `analyze-sparsity{rows=N}` says how many to expect (1 by default: a
 //! compiled library is tuned for latency; `bench` and `run` pass the bound
-//! batch). They come from `benches/sparse-layers.sh` on this machine and
+//! batch). They come from `benches/sparse_layers.py` on this machine and
 //! give the break-even densities in `docs/pruning.md`: CSR pays below
 //! `1 / csr`, BSR below `1 / bsr` of its blocks occupied, N:M when
 //! `n / m < 1 / nm`. Only `linear` layers have sparse kernels.

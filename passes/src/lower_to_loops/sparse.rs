@@ -28,6 +28,14 @@
 //!   share each loaded row of `x.t`; edge blocks are padded with zero
 //!   weights (and `x.t` with zero rows).
 //!
+//! With `batch_outer = true` on the weight (`analyze-sparsity` tuned for
+//! fewer rows than a vector tile) the layer is one kernel instead: for each
+//! row of the batch and each output feature (block row for BSR), the
+//! stored weights times the activations they pick out of `x[rows.., k]`,
+//! then the bias and the fused consumers, stored at `y[rows.., j]`; no
+//! transposes, scalar code. BSR takes it only where its blocks tile the
+//! weight (no padded edge block reads past a row of `x`).
+//!
 //! With `panel = C` on the weight (`analyze-sparsity`), CSR and N:M run
 //! panel by panel: the row pointers are `%w.rowptr[kp, j]` over panels of
 //! `C` columns, the product loops over the panels outermost, each row's
