@@ -100,6 +100,64 @@ fn nm_row_range(per_row: usize) -> (Expr, Expr) {
     )
 }
 
+/// The loop over the groups `p in lo..hi` of a CSR or N:M row: slot `s`
+/// of a group adds its weight times `read(its column)` into accumulator
+/// `names[s mod names.len()]`.
+fn group_loop(
+    values: &str,
+    columns: &str,
+    names: &[String],
+    (lo, hi): (Expr, Expr),
+    read: impl Fn(Expr) -> Expr,
+) -> Stmt {
+    let slots = (0..CSR_GROUP)
+        .map(|s| {
+            let col = load(columns, vec![Expr::var("p"), int(s)]);
+            fma_into(
+                &names[s % names.len()],
+                load(values, vec![Expr::var("p"), int(s)]),
+                read(col),
+            )
+        })
+        .collect();
+    range("p", lo, hi, slots)
+}
+
+/// The accumulators of BSR block row `jb`, one per row of an `R x C` block
+/// (`names`), zeroed, then summed over the row's blocks: each tap adds its
+/// weight times `read(its column)`.
+fn block_row(
+    values: &str,
+    (blockptr, blockcol): (&str, &str),
+    names: &[String],
+    block_cols: usize,
+    read: impl Fn(Expr) -> Expr,
+) -> Vec<Stmt> {
+    let column = add(
+        mul(load(blockcol, vec![Expr::var("b")]), int(block_cols)),
+        Expr::var("c"),
+    );
+    let taps = names
+        .iter()
+        .enumerate()
+        .map(|(row, a)| {
+            fma_into(
+                a,
+                load(values, vec![Expr::var("b"), int(row), Expr::var("c")]),
+                read(column.clone()),
+            )
+        })
+        .collect();
+    let mut body = zero_lets(names);
+    body.push(range(
+        "b",
+        load(blockptr, vec![Expr::var("jb")]),
+        load(blockptr, vec![add(Expr::var("jb"), int(1))]),
+        vec![for_loop("c", int(block_cols), taps)],
+    ));
+    body
+}
+
 /// `(a0 + a1) + (a2 + a3)`: a balanced sum.
 fn sum(names: &[String]) -> Expr {
     match names {
@@ -488,18 +546,7 @@ impl Lowering<'_> {
                     .and_then(|s| s.accumulators)
                     .unwrap_or(CSR_GROUP);
                 let names = accumulators(count.clamp(1, CSR_GROUP));
-                let slots: Vec<Stmt> = (0..CSR_GROUP)
-                    .map(|s| (s, &names[s % names.len()]))
-                    .map(|(s, a)| {
-                        let col = load(&columns, vec![Expr::var("p"), int(s)]);
-                        fma_into(
-                            a,
-                            load(&values, vec![Expr::var("p"), int(s)]),
-                            load(&x_t, at_t(col)),
-                        )
-                    })
-                    .collect();
-                let (lo, hi) = match (format, panels) {
+                let bounds = match (format, panels) {
                     (_, Some(_)) => {
                         let (ptr, kp) = (&index_names[0], Expr::var("kp"));
                         (
@@ -527,7 +574,9 @@ impl Lowering<'_> {
                         otherwise: vec![],
                     });
                 }
-                body.push(range("p", lo, hi, slots));
+                body.push(group_loop(&values, &columns, &names, bounds, |col| {
+                    load(&x_t, at_t(col))
+                }));
                 let partial = Stmt::Store {
                     buffer: y_t.clone(),
                     indices: at_t(Expr::var("j")),
@@ -553,28 +602,9 @@ impl Lowering<'_> {
             SparseFormat::Bsr { rows: br, cols: bc } => {
                 let (ptr, blockcol) = (&index_names[0], &index_names[1]);
                 let names = accumulators(br);
-                let column = add(
-                    mul(load(blockcol, vec![Expr::var("b")]), int(bc)),
-                    Expr::var("c"),
-                );
-                let taps: Vec<Stmt> = names
-                    .iter()
-                    .enumerate()
-                    .map(|(row, a)| {
-                        fma_into(
-                            a,
-                            load(&values, vec![Expr::var("b"), int(row), Expr::var("c")]),
-                            load(&x_t, at_t(column.clone())),
-                        )
-                    })
-                    .collect();
-                let mut body = zero_lets(&names);
-                body.push(range(
-                    "b",
-                    load(ptr, vec![Expr::var("jb")]),
-                    load(ptr, vec![add(Expr::var("jb"), int(1))]),
-                    vec![for_loop("c", int(bc), taps)],
-                ));
+                let mut body = block_row(&values, (ptr, blockcol), &names, bc, |col| {
+                    load(&x_t, at_t(col))
+                });
                 for (row, a) in names.iter().enumerate() {
                     let j = add(mul(Expr::var("jb"), int(br)), int(row));
                     body.extend(store(self, Expr::var(a), j));
@@ -683,19 +713,7 @@ impl Lowering<'_> {
             SparseFormat::Csr | SparseFormat::NM { .. } => {
                 let columns = index_names.last().expect("colidx");
                 let names = accumulators(CSR_GROUP);
-                let slots = names
-                    .iter()
-                    .enumerate()
-                    .map(|(s, a)| {
-                        let col = load(columns, vec![Expr::var("p"), int(s)]);
-                        fma_into(
-                            a,
-                            load(&values, vec![Expr::var("p"), int(s)]),
-                            load(&x, at_row(col)),
-                        )
-                    })
-                    .collect();
-                let (lo, hi) = match format {
+                let bounds = match format {
                     SparseFormat::Csr => {
                         let ptr = &index_names[0];
                         (
@@ -706,7 +724,9 @@ impl Lowering<'_> {
                     _ => nm_row_range(per_row),
                 };
                 let mut body = zero_lets(&names);
-                body.push(range("p", lo, hi, slots));
+                body.push(group_loop(&values, columns, &names, bounds, |col| {
+                    load(&x, at_row(col))
+                }));
                 body.extend(finish(self, "r", sum(&names), Expr::var("j")));
                 let kernel = if format == SparseFormat::Csr {
                     "csr"
@@ -720,28 +740,9 @@ impl Lowering<'_> {
                 // tile the weight: no padded block reads past x's row.
                 let (ptr, blockcol) = (&index_names[0], &index_names[1]);
                 let names = accumulators(br);
-                let column = add(
-                    mul(load(blockcol, vec![Expr::var("b")]), int(bc)),
-                    Expr::var("c"),
-                );
-                let taps = names
-                    .iter()
-                    .enumerate()
-                    .map(|(row, a)| {
-                        fma_into(
-                            a,
-                            load(&values, vec![Expr::var("b"), int(row), Expr::var("c")]),
-                            load(&x, at_row(column.clone())),
-                        )
-                    })
-                    .collect();
-                let mut body = zero_lets(&names);
-                body.push(range(
-                    "b",
-                    load(ptr, vec![Expr::var("jb")]),
-                    load(ptr, vec![add(Expr::var("jb"), int(1))]),
-                    vec![for_loop("c", int(bc), taps)],
-                ));
+                let mut body = block_row(&values, (ptr, blockcol), &names, bc, |col| {
+                    load(&x, at_row(col))
+                });
                 for (row, a) in names.iter().enumerate() {
                     let j = add(mul(Expr::var("jb"), int(br)), int(row));
                     body.extend(finish(self, &format!("r{row}"), Expr::var(a), j));
