@@ -158,6 +158,16 @@ fn block_row(
     body
 }
 
+/// The start of a sparse product kernel's name: `csr`, `nm` or `bsr`.
+fn kernel_prefix(format: SparseFormat) -> &'static str {
+    match format {
+        SparseFormat::Csr => "csr",
+        SparseFormat::NM { .. } => "nm",
+        SparseFormat::Bsr { .. } => "bsr",
+        SparseFormat::Dense => "dense",
+    }
+}
+
 /// `(a0 + a1) + (a2 + a3)`: a balanced sum.
 fn sum(names: &[String]) -> Expr {
     match names {
@@ -592,12 +602,7 @@ impl Lowering<'_> {
                     Some(_) => body.push(partial),
                     None => body.extend(store(self, sum(&names), Expr::var("j"))),
                 }
-                let kernel = if format == SparseFormat::Csr {
-                    "csr"
-                } else {
-                    "nm"
-                };
-                (kernel, "j", features, body)
+                (kernel_prefix(format), "j", features, body)
             }
             SparseFormat::Bsr { rows: br, cols: bc } => {
                 let (ptr, blockcol) = (&index_names[0], &index_names[1]);
@@ -609,7 +614,7 @@ impl Lowering<'_> {
                     let j = add(mul(Expr::var("jb"), int(br)), int(row));
                     body.extend(store(self, Expr::var(a), j));
                 }
-                ("bsr", "jb", stored.out_rows / br, body)
+                (kernel_prefix(format), "jb", stored.out_rows / br, body)
             }
             SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
         };
@@ -728,16 +733,11 @@ impl Lowering<'_> {
                     load(&x, at_row(col))
                 }));
                 body.extend(finish(self, "r", sum(&names), Expr::var("j")));
-                let kernel = if format == SparseFormat::Csr {
-                    "csr"
-                } else {
-                    "nm"
-                };
-                (kernel, "j", features, body)
+                (kernel_prefix(format), "j", features, body)
             }
             SparseFormat::Bsr { rows: br, cols: bc } => {
-                // analyze-sparsity sets batch_outer only where the blocks
-                // tile the weight: no padded block reads past x's row.
+                // by_batch_row: the blocks tile the weight, so no padded
+                // block reads past x's row.
                 let (ptr, blockcol) = (&index_names[0], &index_names[1]);
                 let names = accumulators(br);
                 let mut body = block_row(&values, (ptr, blockcol), &names, bc, |col| {
@@ -747,7 +747,7 @@ impl Lowering<'_> {
                     let j = add(mul(Expr::var("jb"), int(br)), int(row));
                     body.extend(finish(self, &format!("r{row}"), Expr::var(a), j));
                 }
-                ("bsr", "jb", features / br, body)
+                (kernel_prefix(format), "jb", features / br, body)
             }
             SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
         };
