@@ -769,8 +769,13 @@ fn execute(command: Command) -> Result<()> {
             )
             .map_err(|e| anyhow!("{e}"))?;
             if !layers.is_empty() {
+                let layout = if lopper_passes::sparse_cost::fills_vector_tile(4, rows) {
+                    "sparse kernels vectorized along the batch"
+                } else {
+                    "sparse kernels a batch row at a time"
+                };
                 println!(
-                    "weights (the kernel -O2 chooses for each layer, Cranelift, {rows} row(s) per call):"
+                    "weights (the kernel -O2 chooses for each layer, Cranelift, {rows} row(s) per call, {layout}):"
                 );
                 print!("{}", prune::sparsity_table(None, &layers));
             }

@@ -86,7 +86,7 @@ pub fn prune_command(req: PruneRequest) -> Result<()> {
     };
     let after = analyze(&g, Forced::Auto, &costs).map_err(|e| anyhow!("{e}"))?;
     if req.report || req.output.is_none() {
-        println!("the kernel -O2 chooses for each layer (Cranelift, one row per call; see `lopper check --set`):");
+        println!("the kernel -O2 chooses for each layer (Cranelift, one row per call, sparse kernels a batch row at a time; see `lopper check --set`):");
         print!("{}", sparsity_table(Some(&before), &after));
     }
     let Some(output) = req.output else {
