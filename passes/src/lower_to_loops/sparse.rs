@@ -92,6 +92,16 @@ fn accumulators(count: usize) -> Vec<String> {
     (0..count).map(|a| format!("acc{a}")).collect()
 }
 
+/// The groups of CSR row `j`: `ptr[at.., j]..ptr[at.., j + 1]` (`at`: the
+/// panel, when the row pointers have one row per panel).
+fn csr_row_range(ptr: &str, at: &[Expr]) -> (Expr, Expr) {
+    let index = |j: Expr| at.iter().cloned().chain([j]).collect();
+    (
+        load(ptr, index(Expr::var("j"))),
+        load(ptr, index(add(Expr::var("j"), int(1)))),
+    )
+}
+
 /// The groups of N:M row `j`: every row has `per_row` of them.
 fn nm_row_range(per_row: usize) -> (Expr, Expr) {
     (
@@ -557,20 +567,8 @@ impl Lowering<'_> {
                     .unwrap_or(CSR_GROUP);
                 let names = accumulators(count.clamp(1, CSR_GROUP));
                 let bounds = match (format, panels) {
-                    (_, Some(_)) => {
-                        let (ptr, kp) = (&index_names[0], Expr::var("kp"));
-                        (
-                            load(ptr, vec![kp.clone(), Expr::var("j")]),
-                            load(ptr, vec![kp, add(Expr::var("j"), int(1))]),
-                        )
-                    }
-                    (SparseFormat::Csr, None) => {
-                        let ptr = &index_names[0];
-                        (
-                            load(ptr, vec![Expr::var("j")]),
-                            load(ptr, vec![add(Expr::var("j"), int(1))]),
-                        )
-                    }
+                    (_, Some(_)) => csr_row_range(&index_names[0], &[Expr::var("kp")]),
+                    (SparseFormat::Csr, None) => csr_row_range(&index_names[0], &[]),
                     _ => nm_row_range(per_row),
                 };
                 let mut body = zero_lets(&names);
@@ -719,13 +717,7 @@ impl Lowering<'_> {
                 let columns = index_names.last().expect("colidx");
                 let names = accumulators(CSR_GROUP);
                 let bounds = match format {
-                    SparseFormat::Csr => {
-                        let ptr = &index_names[0];
-                        (
-                            load(ptr, vec![Expr::var("j")]),
-                            load(ptr, vec![add(Expr::var("j"), int(1))]),
-                        )
-                    }
+                    SparseFormat::Csr => csr_row_range(&index_names[0], &[]),
                     _ => nm_row_range(per_row),
                 };
                 let mut body = zero_lets(&names);
