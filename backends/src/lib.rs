@@ -43,7 +43,7 @@ impl From<cranelift_module::ModuleError> for BackendError {
 
 /// The type of a loop-IR expression in a kernel being compiled: `var`
 /// gives the type of a variable in scope, `index_array` says whether a
-/// buffer holds `i64` indices. Both code generators type expressions this
+/// buffer holds integer indices. Both code generators type expressions this
 /// way; the verifier has checked the module already.
 pub(crate) fn expr_type(
     e: &lopper_ir::loops::Expr,
@@ -76,6 +76,17 @@ pub(crate) fn expr_type(
         Expr::Unary(_, a) => of(a),
         Expr::Select(_, a, _) => of(a),
     }
+}
+
+/// The bytes of a constant index array as stored in memory: each value
+/// little-endian at the width of the buffer's integer type (the verifier has
+/// checked that every value fits).
+pub(crate) fn index_bytes(values: &[i64], dtype: lopper_ir::types::DType) -> Vec<u8> {
+    let width = dtype.bytes();
+    values
+        .iter()
+        .flat_map(|v| v.to_le_bytes().into_iter().take(width))
+        .collect()
 }
 
 /// Where a model runs.

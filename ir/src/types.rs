@@ -14,6 +14,12 @@ pub enum DType {
     F32,
     /// 64-bit signed integer: labels and indices in data files.
     I64,
+    /// 32-bit signed integer: a loop-IR index array whose values fit.
+    I32,
+    /// 16-bit signed integer: a loop-IR index array whose values fit.
+    I16,
+    /// 8-bit signed integer: a loop-IR index array whose values fit.
+    I8,
 }
 
 impl DType {
@@ -22,16 +28,59 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::I64 => "i64",
+            DType::I32 => "i32",
+            DType::I16 => "i16",
+            DType::I8 => "i8",
         }
     }
 
-    /// Parses a dtype name (`f32`, `i64`).
+    /// Parses a dtype name (`f32`, `i64`, `i32`, `i16`, `i8`).
     pub fn from_name(name: &str) -> Option<DType> {
         match name {
             "f32" => Some(DType::F32),
             "i64" => Some(DType::I64),
+            "i32" => Some(DType::I32),
+            "i16" => Some(DType::I16),
+            "i8" => Some(DType::I8),
             _ => None,
         }
+    }
+
+    /// The size of one element in bytes.
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::I64 => 8,
+            DType::I16 => 2,
+            DType::I8 => 1,
+        }
+    }
+
+    /// True for the integer types.
+    pub fn is_integer(self) -> bool {
+        self != DType::F32
+    }
+
+    /// True if the integer type holds `value` (false for `f32`).
+    pub fn holds(self, value: i64) -> bool {
+        match self {
+            DType::F32 => false,
+            DType::I64 => true,
+            DType::I32 => i32::try_from(value).is_ok(),
+            DType::I16 => i16::try_from(value).is_ok(),
+            DType::I8 => i8::try_from(value).is_ok(),
+        }
+    }
+
+    /// The narrowest integer type that holds every one of `values`.
+    pub fn narrowest_holding(values: &[i64]) -> DType {
+        let (lo, hi) = values
+            .iter()
+            .fold((0, 0), |(lo, hi), &v| (v.min(lo), v.max(hi)));
+        [DType::I8, DType::I16, DType::I32]
+            .into_iter()
+            .find(|t| t.holds(lo) && t.holds(hi))
+            .unwrap_or(DType::I64)
     }
 }
 

@@ -15,6 +15,7 @@
 
 use lopper_ir::graph::sparsity::{block_occupancy, conforms_to_nm, matrix_view};
 use lopper_ir::graph::SparseFormat;
+use lopper_ir::types::DType;
 use lopper_ir::Tensor;
 
 /// Time per stored multiply-add of each sparse kernel, relative to a
@@ -186,8 +187,12 @@ fn footprint(t: &Tensor, format: SparseFormat) -> (u64, u64) {
                     nnz.div_ceil(CSR_GROUP) * CSR_GROUP
                 })
                 .sum();
-            // f32 values, i64 columns, i64 row pointers.
-            (stored as u64, 12 * stored as u64 + 8 * (rows + 1) as u64)
+            // f32 values, columns, row pointers (in groups).
+            let ptr = index_width(stored / CSR_GROUP);
+            (
+                stored as u64,
+                (4 + index_width(cols)) * stored as u64 + ptr * (rows + 1) as u64,
+            )
         }
         SparseFormat::Bsr { rows: br, cols: bc } => {
             let blocks = rows.div_ceil(br) * cols.div_ceil(bc);
@@ -195,14 +200,22 @@ fn footprint(t: &Tensor, format: SparseFormat) -> (u64, u64) {
             let stored = occupied * br * bc;
             (
                 stored as u64,
-                4 * stored as u64 + 8 * (occupied + rows.div_ceil(br) + 1) as u64,
+                4 * stored as u64
+                    + index_width(cols.div_ceil(bc)) * occupied as u64
+                    + index_width(occupied) * (rows.div_ceil(br) + 1) as u64,
             )
         }
         SparseFormat::NM { n, m } => {
             let stored = rows * cols.div_ceil(m) * n;
-            (stored as u64, 12 * stored as u64)
+            (stored as u64, (4 + index_width(cols)) * stored as u64)
         }
     }
+}
+
+/// Bytes per element of an index array whose values reach `max` (the
+/// narrowest integer type that holds it, as `lower-to-loops` stores it).
+fn index_width(max: usize) -> u64 {
+    DType::narrowest_holding(&[max as i64]).bytes() as u64
 }
 
 /// The tightest `n:m` (m = 4 or 8) that `t` conforms to with `n < m`.

@@ -139,7 +139,7 @@ fn build_object(
         )?;
         let mut d = DataDescription::new();
         let bytes: Vec<u8> = match (&b.index_data, &b.data) {
-            (Some(indices), _) => indices.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            (Some(indices), _) => crate::index_bytes(indices, b.ty.dtype),
             (None, Some(p)) => p.data.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             (None, None) => Vec::new(),
         };

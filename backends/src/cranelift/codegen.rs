@@ -13,6 +13,7 @@ use cranelift_module::{FuncId, Linkage, Module as ClifModule};
 use lopper_ir::loops::{
     buffers_stored, for_each_stmt, BinOp, BufferKind, Expr, Kernel, Module, ScalarType, Stmt, UnOp,
 };
+use lopper_ir::types::DType;
 use lopper_ir::Dim;
 use std::collections::{HashMap, HashSet};
 
@@ -68,8 +69,8 @@ struct Array {
     strides: Vec<Value>,
     /// The strides in elements where they do not depend on a symbolic size.
     static_strides: Vec<Option<i64>>,
-    /// An `i64` index array rather than `f32` data.
-    index: bool,
+    /// The integer type of an index array; `None` for `f32` data.
+    index: Option<DType>,
 }
 
 struct Lowerer<'a, 'b> {
@@ -318,7 +319,7 @@ pub fn define_kernel(
         let strides = l.strides(&extents);
         let static_extents: Vec<Option<usize>> =
             buffer.ty.shape.0.iter().map(Dim::as_static).collect();
-        let index = buffer.index_data.is_some();
+        let index = buffer.index_data.is_some().then_some(buffer.ty.dtype);
         l.arrays[0].insert(
             p.clone(),
             Array {
@@ -564,7 +565,7 @@ impl Lowerer<'_, '_> {
                         extents,
                         strides,
                         static_strides: static_strides(&static_extents),
-                        index: false,
+                        index: None,
                     },
                 );
             }
@@ -644,7 +645,7 @@ impl Lowerer<'_, '_> {
             let a = self.array(buffer)?;
             (a.base, a.strides.clone(), a.static_strides.clone(), a.index)
         };
-        let element: i64 = if index { 8 } else { 4 };
+        let element = index.map_or(4, |t| t.bytes() as i64);
         let mut terms: Vec<(Expr, i64)> = Vec::new();
         let mut constant: i64 = 0;
         let mut dynamic = Vec::new();
@@ -845,7 +846,7 @@ impl Lowerer<'_, '_> {
 
     fn type_of(&self, e: &Expr) -> ScalarType {
         crate::expr_type(e, &|v| self.var(v).ok().map(|(_, t)| t), &|b| {
-            self.array(b).is_ok_and(|a| a.index)
+            self.array(b).is_ok_and(|a| a.index.is_some())
         })
     }
 
@@ -861,12 +862,17 @@ impl Lowerer<'_, '_> {
                 let (var, _) = self.var(v)?;
                 self.b.use_var(var)
             }
-            Expr::Load { buffer, indices } if self.array(buffer)?.index => {
+            Expr::Load { buffer, indices } if self.array(buffer)?.index.is_some() => {
+                let dtype = self.array(buffer)?.index;
                 self.check_access(buffer, indices, 1)?;
                 let (addr, disp) = self.address(buffer, indices)?;
-                self.b
-                    .ins()
-                    .load(types::I64, MemFlagsData::trusted(), addr, disp)
+                let (flags, ins) = (MemFlagsData::trusted(), self.b.ins());
+                match dtype {
+                    Some(DType::I8) => ins.sload8(types::I64, flags, addr, disp),
+                    Some(DType::I16) => ins.sload16(types::I64, flags, addr, disp),
+                    Some(DType::I32) => ins.sload32(flags, addr, disp),
+                    _ => ins.load(types::I64, flags, addr, disp),
+                }
             }
             Expr::Load { buffer, indices } => {
                 self.check_access(buffer, indices, 1)?;

@@ -146,7 +146,7 @@ impl<T: Copy + Default> Aligned<T> {
 pub struct BoundModule<'a> {
     module: &'a JitModule,
     storage: HashMap<String, Aligned<f32>>,
-    index_storage: HashMap<String, Aligned<i64>>,
+    index_storage: HashMap<String, Aligned<u8>>,
     shapes: HashMap<String, Vec<usize>>,
     size_values: Vec<i64>,
 }
@@ -177,7 +177,7 @@ impl JitModule {
     ) -> Result<BoundModule<'_>, BackendError> {
         let mut storage: HashMap<String, Aligned<f32>> = HashMap::new();
         // Constant index arrays, read by the kernels as i64.
-        let mut index_storage: HashMap<String, Aligned<i64>> = HashMap::new();
+        let mut index_storage: HashMap<String, Aligned<u8>> = HashMap::new();
         let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
         for b in &self.lir.buffers {
             let shape = b.ty.shape.bind(sizes).map_err(BackendError::Run)?;
@@ -198,7 +198,8 @@ impl JitModule {
                 }
                 BufferKind::Const if b.index_data.is_some() => {
                     let indices = b.index_data.as_deref().unwrap_or_default();
-                    index_storage.insert(b.name.clone(), Aligned::new(indices));
+                    let bytes = crate::index_bytes(indices, b.ty.dtype);
+                    index_storage.insert(b.name.clone(), Aligned::new(&bytes));
                     continue;
                 }
                 BufferKind::Const => b

@@ -27,6 +27,7 @@ use inkwell::types::{BasicTypeEnum, VectorType};
 use inkwell::values::{BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate, OptimizationLevel};
 use lopper_ir::loops::{BinOp, Expr, Kernel, Module, ScalarType, Stmt, UnOp};
+use lopper_ir::types::DType;
 use lopper_ir::Dim;
 use std::collections::HashMap;
 
@@ -147,7 +148,8 @@ struct Array<'ctx> {
     base: PointerValue<'ctx>,
     extents: Vec<IntValue<'ctx>>,
     strides: Vec<IntValue<'ctx>>,
-    index: bool,
+    /// The integer type of an index array; `None` for `f32` data.
+    index: Option<DType>,
 }
 
 struct Lowerer<'a, 'ctx> {
@@ -269,7 +271,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                     base,
                     extents,
                     strides,
-                    index: buffer.index_data.is_some(),
+                    index: buffer.index_data.is_some().then_some(buffer.ty.dtype),
                 },
             );
         }
@@ -455,7 +457,7 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                         base,
                         extents,
                         strides,
-                        index: false,
+                        index: None,
                     },
                 );
             }
@@ -569,17 +571,26 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
             let term = self.b.build_int_nsw_mul(v, strides[i], "").map_err(err)?;
             offset = self.b.build_int_nsw_add(offset, term, "").map_err(err)?;
         }
-        let element: BasicTypeEnum = if index {
-            self.context.i64_type().into()
-        } else {
-            self.context.f32_type().into()
+        let element: BasicTypeEnum = match index {
+            Some(dtype) => self.index_type(dtype).into(),
+            None => self.context.f32_type().into(),
         };
         unsafe { self.b.build_in_bounds_gep(element, base, &[offset], "") }.map_err(err)
     }
 
+    /// The LLVM integer type an index array of `dtype` is stored as.
+    fn index_type(&self, dtype: DType) -> inkwell::types::IntType<'ctx> {
+        match dtype {
+            DType::I8 => self.context.i8_type(),
+            DType::I16 => self.context.i16_type(),
+            DType::I32 => self.context.i32_type(),
+            DType::I64 | DType::F32 => self.context.i64_type(),
+        }
+    }
+
     fn type_of(&self, e: &Expr) -> ScalarType {
         crate::expr_type(e, &|v| self.var(v).ok().map(|(_, t)| t), &|b| {
-            self.array(b).is_ok_and(|a| a.index)
+            self.array(b).is_ok_and(|a| a.index.is_some())
         })
     }
 
@@ -632,12 +643,20 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 let index = self.array(buffer)?.index;
                 self.check_access(buffer, indices, 1)?;
                 let p = self.address(buffer, indices)?;
-                let ty: BasicTypeEnum = if index {
-                    self.context.i64_type().into()
-                } else {
-                    f32t.into()
-                };
-                self.b.build_load(ty, p, "").map_err(err)?
+                match index {
+                    Some(dtype) => {
+                        let narrow = self
+                            .b
+                            .build_load(self.index_type(dtype), p, "")
+                            .map_err(err)?
+                            .into_int_value();
+                        self.b
+                            .build_int_s_extend_or_bit_cast(narrow, self.context.i64_type(), "")
+                            .map_err(err)?
+                            .into()
+                    }
+                    None => self.b.build_load(f32t, p, "").map_err(err)?,
+                }
             }
             Expr::VLoad {
                 buffer,

@@ -48,7 +48,7 @@ pub fn kernel_cost(m: &Module, kernel: &Kernel, sizes: &BTreeMap<String, usize>)
                         Dim::Symbol(s) => sizes.get(s).copied().unwrap_or(1) as f64,
                     })
                     .product();
-            let width = if b.index_data.is_some() { 8.0 } else { 4.0 };
+            let width = b.ty.dtype.bytes() as f64;
             if b.kind != BufferKind::View {
                 bytes += n * width;
             }

@@ -153,7 +153,7 @@ fn buffer(p: Pair<Rule>, files: &mut WeightFiles) -> Result<Buffer, Diagnostic> 
     };
     let mut index_data = None;
     let data = match rest.next() {
-        Some(a) if ty.dtype == crate::types::DType::I64 => {
+        Some(a) if ty.dtype.is_integer() => {
             let attrs = parse_attributes(a.as_str(), a.as_span().start())?;
             let values = match attrs.as_slice() {
                 [(k, crate::graph::op::AttrValue::List(items))] if k == "indices" => items
@@ -169,7 +169,7 @@ fn buffer(p: Pair<Rule>, files: &mut WeightFiles) -> Result<Buffer, Diagnostic> 
                 Diagnostic::at(
                     span(&a),
                     format!(
-                        "buffer %{}: an i64 buffer holds `{{indices = [integers]}}`",
+                        "buffer %{}: an integer buffer holds `{{indices = [integers]}}`",
                         name_of(&v)
                     ),
                     "here",

@@ -113,14 +113,22 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
             )),
             (None, _) => {}
         }
-        if b.ty.dtype == DType::I64 {
-            // Index arrays: constant, static, holding one integer per element.
+        if b.ty.dtype.is_integer() {
+            // Index arrays: constant, static, holding one integer per element
+            // that the element type holds.
             let count =
                 b.ty.shape
                     .as_static()
                     .and_then(|s| crate::tensor::checked_numel(&s));
             match (&b.index_data, b.kind, count) {
-                (Some(values), BufferKind::Const, Some(n)) if values.len() == n => {}
+                (Some(values), BufferKind::Const, Some(n)) if values.len() == n => {
+                    if let Some(v) = values.iter().find(|&&v| !b.ty.dtype.holds(v)) {
+                        err(format!(
+                            "index buffer %{} ({}) holds {v}, which does not fit in {}",
+                            b.name, b.ty, b.ty.dtype
+                        ));
+                    }
+                }
                 (Some(values), BufferKind::Const, _) => err(format!(
                     "index buffer %{} holds {} integers, not what {} needs",
                     b.name,
@@ -128,7 +136,7 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
                     b.ty
                 )),
                 _ => err(format!(
-                    "buffer %{} is {}: i64 buffers are constant index arrays with `indices`",
+                    "buffer %{} is {}: integer buffers are constant index arrays with `indices`",
                     b.name, b.ty
                 )),
             }
@@ -136,7 +144,7 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<LoopVerifyError>> {
         }
         if b.ty.dtype != DType::F32 || b.index_data.is_some() {
             err(format!(
-                "buffer %{} must be f32 (i64 is for constant index arrays)",
+                "buffer %{} must be f32 (integer types are for constant index arrays)",
                 b.name
             ));
         }

@@ -427,7 +427,7 @@ impl Lowering<'_> {
         let name = self.unique(wanted);
         let (dtype, data, index_data) = match data {
             ConstantData::Values(t) => (DType::F32, Some(Param::literal(t)), None),
-            ConstantData::Indices(v) => (DType::I64, None, Some(v)),
+            ConstantData::Indices(v) => (DType::narrowest_holding(&v), None, Some(v)),
         };
         self.module.buffers.push(Buffer {
             name: name.clone(),
