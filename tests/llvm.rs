@@ -151,6 +151,24 @@ fn pruned_models_on_every_sparse_format_match_the_interpreter() {
     }
 }
 
+/// `permute` at 4 and 16 lanes (`vpermilps`, `vpermps`) on the LLVM code
+/// against plain loops.
+#[test]
+fn permute_matches_plain_loops() {
+    for (case, lanes) in [(0, 4), (1, 16)] {
+        let module = common::lir_case("tests/filetests/verify-loops/permute.lir", case);
+        let jit = lopper_backends::llvm::compile_jit(&module, 3).unwrap();
+        for n in [1usize, 3] {
+            let x = lopper_runtime::random_tensor(vec![n, lanes], n as u64);
+            let want = common::permute_reference(&module, &x);
+            let inputs = std::collections::HashMap::from([("x".to_string(), x)]);
+            let sizes = BTreeMap::from([("n".to_string(), n)]);
+            let got = jit.run(&inputs, &sizes).unwrap();
+            common::assert_close(&format!("permute{lanes}"), &got[0].1, &want, 1e-6, 1e-6);
+        }
+    }
+}
+
 /// `examples/c/digits.c`, unchanged, on a library built by LLVM.
 #[test]
 fn c_client_runs_on_an_llvm_library() {

@@ -57,3 +57,22 @@ fn vector_kernels_match_plain_loops() {
         }
     }
 }
+
+/// `permute` (a lane lookup, `pshufb` on Cranelift) on the loop interpreter
+/// and the Cranelift JIT against plain loops.
+#[test]
+fn permute_matches_plain_loops() {
+    let module = common::lir_case("tests/filetests/verify-loops/permute.lir", 0);
+    let jit = lopper_backends::cranelift::compile_jit(&module).unwrap();
+    for n in [1usize, 5] {
+        let x = lopper_runtime::random_tensor(vec![n, 4], 7 + n as u64);
+        let want = common::permute_reference(&module, &x);
+        let inputs = HashMap::from([("x".to_string(), x)]);
+        let sizes = BTreeMap::from([("n".to_string(), n)]);
+        let from_loops = lopper_runtime::run_module(&module, &inputs, &BTreeMap::new()).unwrap();
+        let from_jit = jit.run(&inputs, &sizes).unwrap();
+        for got in [&from_loops, &from_jit] {
+            common::assert_close("permute", &got[0].1, &want, 1e-6, 1e-6);
+        }
+    }
+}

@@ -59,6 +59,7 @@ pub(crate) fn expr_type(
         Expr::Load { .. } => ScalarType::F32,
         Expr::Fma(a, _, _) | Expr::Shuffle(a, _, _) => of(a),
         Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => ScalarType::Vector(*lanes),
+        Expr::Permute { table, .. } => of(table),
         Expr::Horizontal(..) => ScalarType::F32,
         Expr::Var(v) => var(v).unwrap_or(ScalarType::F32),
         Expr::Binary(op, a, _) => match op {

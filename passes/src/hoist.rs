@@ -158,7 +158,10 @@ fn writes(body: &[Stmt]) -> (HashSet<String>, HashSet<String>) {
 fn loads_any(e: &Expr, buffers: &HashSet<String>) -> bool {
     let mut found = false;
     map_expr(e, &mut |x| {
-        if let Expr::Load { buffer, .. } | Expr::VLoad { buffer, .. } = &x {
+        if let Expr::Load { buffer, .. }
+        | Expr::VLoad { buffer, .. }
+        | Expr::Permute { buffer, .. } = &x
+        {
             found |= buffers.contains(buffer);
         }
         x

@@ -132,6 +132,15 @@ pub fn map_expr(e: &Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
         Expr::Broadcast(x, n) => Expr::Broadcast(b(x, f), *n),
         Expr::Horizontal(op, x) => Expr::Horizontal(*op, b(x, f)),
         Expr::Shuffle(x, y, mask) => Expr::Shuffle(b(x, f), b(y, f), mask.clone()),
+        Expr::Permute {
+            table,
+            buffer,
+            indices,
+        } => Expr::Permute {
+            table: b(table, f),
+            buffer: buffer.clone(),
+            indices: indices.iter().map(|i| map_expr(i, f)).collect(),
+        },
         leaf => leaf.clone(),
     };
     f(mapped)
@@ -279,6 +288,15 @@ pub fn rename_declared(body: &[Stmt], suffix: &str) -> Vec<Stmt> {
                 indices,
                 lanes,
             },
+            Expr::Permute {
+                table,
+                buffer,
+                indices,
+            } => Expr::Permute {
+                table,
+                buffer: renamed.get(&buffer).cloned().unwrap_or(buffer),
+                indices,
+            },
             other => other,
         },
         &mut |n| renamed.get(n).cloned().unwrap_or_else(|| n.to_string()),
@@ -402,6 +420,9 @@ fn collect_accesses(body: &[Stmt], declared_here: &mut HashSet<String>, acc: &mu
         map_expr(e, &mut |x| {
             if let Expr::Load { buffer, indices }
             | Expr::VLoad {
+                buffer, indices, ..
+            }
+            | Expr::Permute {
                 buffer, indices, ..
             } = &x
             {

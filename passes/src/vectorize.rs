@@ -357,7 +357,7 @@ pub(crate) fn loads(body: &[Stmt], buffer: &str) -> bool {
     crate::loop_nest::map_block(
         body,
         &mut |e| {
-            if matches!(&e, Expr::Load { buffer: b, .. } | Expr::VLoad { buffer: b, .. } if b == buffer)
+            if matches!(&e, Expr::Load { buffer: b, .. } | Expr::VLoad { buffer: b, .. } | Expr::Permute { buffer: b, .. } if b == buffer)
             {
                 found = true;
             }

@@ -348,6 +348,25 @@ impl Machine<'_> {
                 Val::V(self.storage[&storage][at..at + *lanes as usize].to_vec())
             }
             Expr::Broadcast(v, lanes) => Val::V(vec![self.float(v)?; *lanes as usize]),
+            Expr::Permute {
+                table,
+                buffer,
+                indices,
+            } => {
+                let Val::V(table) = self.eval(table)? else {
+                    return Err(self.err("`permute` of a scalar".into()));
+                };
+                let (storage, at) = self.offset(buffer, indices, table.len())?;
+                let lanes = self
+                    .index_arrays
+                    .get(&storage)
+                    .ok_or_else(|| self.err(format!("`permute` lanes from f32 %{buffer}")))?;
+                let picked: Option<Vec<f32>> = lanes[at..at + table.len()]
+                    .iter()
+                    .map(|&l| usize::try_from(l).ok().and_then(|l| table.get(l).copied()))
+                    .collect();
+                Val::V(picked.ok_or_else(|| self.err("`permute` lane out of range".into()))?)
+            }
             Expr::Shuffle(a, b, mask) => match (self.eval(a)?, self.eval(b)?) {
                 (Val::V(mut lanes), Val::V(more)) => {
                     lanes.extend(more);

@@ -228,3 +228,42 @@ pub fn random_inputs(
         })
         .collect()
 }
+
+/// Case `number` (from 0) of the `// -----`-separated loop-IR filetest
+/// `relative`, parsed.
+pub fn lir_case(relative: &str, number: usize) -> lopper_ir::loops::Module {
+    let text = std::fs::read_to_string(root().join(relative)).unwrap();
+    let case = text.split("\n// -----\n").nth(number).unwrap();
+    lopper_ir::loops::parse_lir(case).unwrap_or_else(|d| panic!("{relative}: {d:?}"))
+}
+
+/// What the `permute` cases of `tests/filetests/verify-loops/permute.lir`
+/// compute, by plain loops over their data: `y[i, l] = sum over q of
+/// w[q, l] * x[i, order(q, l)]` (`w` all ones when the module has none).
+pub fn permute_reference(module: &lopper_ir::loops::Module, x: &Tensor) -> Tensor {
+    let lanes = x.shape[1];
+    let order = module.buffer("order").unwrap().index_data.clone().unwrap();
+    let start: Vec<usize> = match module.buffer("start") {
+        Some(b) => b
+            .index_data
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|&s| s as usize)
+            .collect(),
+        None => (0..order.len() / lanes).map(|q| q * lanes).collect(),
+    };
+    let w = module
+        .buffer("w")
+        .map(|b| b.data.as_ref().unwrap().data.data.clone());
+    let mut y = vec![0.0f32; x.data.len()];
+    for i in 0..x.shape[0] {
+        for (q, &s) in start.iter().enumerate() {
+            for l in 0..lanes {
+                let weight = w.as_ref().map_or(1.0, |w| w[q * lanes + l]);
+                y[i * lanes + l] += weight * x.data[i * lanes + order[s + l] as usize];
+            }
+        }
+    }
+    Tensor::new(x.shape.clone(), y).unwrap()
+}

@@ -1038,6 +1038,51 @@ impl Lowerer<'_, '_> {
                 let r = self.b.ins().shuffle(x, y, mask);
                 self.b.ins().bitcast(types::F32X4, flags, r)
             }
+            Expr::Permute {
+                table,
+                buffer,
+                indices,
+            } => {
+                // Four lane numbers, one byte each, become the byte
+                // selector `4 * lane + k` of a byte swizzle (`pshufb`).
+                let ScalarType::Vector(lanes) = self.type_of(table) else {
+                    return Err(self.err("a permute of a scalar".into()));
+                };
+                self.vector_type(lanes)?;
+                let t = self.expr(table)?;
+                self.check_access(buffer, indices, lanes)?;
+                let (addr, disp) = self.address(buffer, indices)?;
+                let numbers = self
+                    .b
+                    .ins()
+                    .load(types::I32, MemFlagsData::trusted(), addr, disp);
+                let flags =
+                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+                let numbers = self.b.ins().scalar_to_vector(types::I32X4, numbers);
+                let numbers = self.b.ins().bitcast(types::I8X16, flags, numbers);
+                let spread: Vec<u8> = (0..16).map(|byte| byte / 4).collect();
+                let spread = self
+                    .b
+                    .func
+                    .dfg
+                    .immediates
+                    .push(cranelift_codegen::ir::ConstantData::from(spread));
+                let each = self.b.ins().shuffle(numbers, numbers, spread);
+                let twice = self.b.ins().iadd(each, each);
+                let four_times = self.b.ins().iadd(twice, twice);
+                let within: Vec<u8> = (0..16).map(|byte| byte % 4).collect();
+                let within = self
+                    .b
+                    .func
+                    .dfg
+                    .constants
+                    .insert(cranelift_codegen::ir::ConstantData::from(within));
+                let within = self.b.ins().vconst(types::I8X16, within);
+                let selector = self.b.ins().iadd(four_times, within);
+                let bytes = self.b.ins().bitcast(types::I8X16, flags, t);
+                let picked = self.b.ins().swizzle(bytes, selector);
+                self.b.ins().bitcast(types::F32X4, flags, picked)
+            }
             Expr::Fma(a, c, d) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(c)?, self.expr(d)?);
                 // x64's `vfmadd213` overwrites its first factor, which is

@@ -704,6 +704,50 @@ impl<'a, 'ctx> Lowerer<'a, 'ctx> {
                 }
                 acc
             }
+            Expr::Permute {
+                table,
+                buffer,
+                indices,
+            } => {
+                // Lane by lane: LLVM's x86 back end turns the extracts of
+                // a vector of lane numbers into one `vpermps` (`vpermilps`
+                // for four lanes).
+                let t = self.expr(table)?.into_vector_value();
+                let lanes = t.get_type().get_size();
+                self.check_access(buffer, indices, lanes)?;
+                let p = self.address(buffer, indices)?;
+                let numbers = self
+                    .b
+                    .build_load(self.context.i8_type().vec_type(lanes), p, "")
+                    .map_err(err)?;
+                inkwell::values::BasicValue::as_instruction_value(&numbers)
+                    .ok_or_else(|| err("a load is an instruction"))?
+                    .set_alignment(1)
+                    .map_err(err)?;
+                let numbers = self
+                    .b
+                    .build_int_z_extend(
+                        numbers.into_vector_value(),
+                        self.context.i32_type().vec_type(lanes),
+                        "",
+                    )
+                    .map_err(err)?;
+                let mut out = t.get_type().get_undef();
+                for l in 0..lanes {
+                    let at = self.i64(l as i64);
+                    let lane = self
+                        .b
+                        .build_extract_element(numbers, at, "")
+                        .map_err(err)?
+                        .into_int_value();
+                    let value = self.b.build_extract_element(t, lane, "").map_err(err)?;
+                    out = self
+                        .b
+                        .build_insert_element(out, value, at, "")
+                        .map_err(err)?;
+                }
+                out.into()
+            }
             Expr::Shuffle(a, b, mask) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 let i32t = self.context.i32_type();

@@ -133,6 +133,7 @@ impl Counter<'_> {
             Expr::VLoad { lanes, .. } | Expr::Broadcast(_, lanes) => Some(*lanes as f64),
             Expr::Horizontal(..) => Some(1.0),
             Expr::Shuffle(_, _, mask) => Some(mask.len() as f64),
+            Expr::Permute { table, .. } => self.lanes(table),
             Expr::Binary(op, a, b) => match op {
                 BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge | BinOp::Eq | BinOp::Ne => None,
                 BinOp::And | BinOp::Or => None,
@@ -163,6 +164,7 @@ impl Counter<'_> {
                 self.flops(a) + self.flops(b) + self.flops(c)
             }
             Expr::Shuffle(a, b, _) => self.flops(a) + self.flops(b),
+            Expr::Permute { table, .. } => self.flops(table),
             _ => 0.0,
         };
         own + children

@@ -10,8 +10,9 @@
 //! are `f32`. The text form (`.lir`) prints and parses back exactly; the
 //! verifier types every expression and proves every access in bounds.
 //!
-//! Vector forms (`f32xN` values, `vload`, `vstore`, `broadcast`, `hsum`, `hmax`, `hmin`) are
-//! what the `vectorize` pass will write; they print, parse, verify, run in the
+//! Vector forms (`f32xN` values, `vload`, `vstore`, `broadcast`, `hsum`,
+//! `hmax`, `hmin`, `shuffle`, `permute`) are what the `vectorize` pass and
+//! the sparse lowering write; they print, parse, verify, run in the
 //! loop interpreter and compile with Cranelift (4 lanes) today.
 
 mod cost;
@@ -271,6 +272,19 @@ pub enum Expr {
     /// of `a` and `b` placed end to end (`a`'s lanes first), as LLVM's
     /// `shufflevector`; the result has as many lanes as `a` and `b`.
     Shuffle(Box<Expr>, Box<Expr>, Vec<u32>),
+    /// `permute(t, %lanes[i, j])`: lane `l` of the result is lane
+    /// `%lanes[i, j + l]` of the vector `t` (a lookup of `N` lanes in a
+    /// table of `N`, `vpermps` on x86); the lane numbers are `N`
+    /// consecutive elements along the last dimension of an `i8` index
+    /// array, each in `0..N`.
+    Permute {
+        /// The vector the lanes are taken from.
+        table: Box<Expr>,
+        /// The `i8` index array of lane numbers.
+        buffer: String,
+        /// The index of the first lane number.
+        indices: Vec<Expr>,
+    },
 }
 
 impl Expr {
@@ -289,6 +303,9 @@ impl Expr {
                 indices.iter().any(|i| i.reads(is))
             }
             Expr::Binary(_, a, b) | Expr::Shuffle(a, b, _) => a.reads(is) || b.reads(is),
+            Expr::Permute { table, indices, .. } => {
+                table.reads(is) || indices.iter().any(|i| i.reads(is))
+            }
             Expr::Unary(_, a) | Expr::Broadcast(a, _) | Expr::Horizontal(_, a) => a.reads(is),
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => a.reads(is) || b.reads(is) || c.reads(is),
         }
@@ -445,6 +462,15 @@ pub fn buffers_used(body: &[Stmt]) -> Vec<String> {
             Expr::Shuffle(a, b, _) => {
                 expr(a, out);
                 expr(b, out);
+            }
+            Expr::Permute {
+                table,
+                buffer,
+                indices,
+            } => {
+                expr(table, out);
+                out.push(buffer.clone());
+                indices.iter().for_each(|i| expr(i, out));
             }
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
                 expr(a, out);

@@ -400,6 +400,18 @@ fn primary(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                 .collect::<Result<Vec<u32>, _>>()?;
             Expr::Shuffle(Box::new(a), Box::new(b), mask)
         }
+        Rule::permute => {
+            let mut it = p.into_inner();
+            let table = Box::new(expr(it.next().expect("grammar: table"))?);
+            match primary(it.next().expect("grammar: load"))? {
+                Expr::Load { buffer, indices } => Expr::Permute {
+                    table,
+                    buffer,
+                    indices,
+                },
+                _ => unreachable!("grammar: permute reads a load"),
+            }
+        }
         Rule::broadcast => {
             let mut it = p.into_inner();
             let lanes = lane_count(&it.next().expect("grammar: lanes"))?;

@@ -235,6 +235,18 @@ fn write_expr(out: &mut String, e: &Expr) {
                 mask.join(", ")
             );
         }
+        Expr::Permute {
+            table,
+            buffer,
+            indices,
+        } => {
+            let _ = write!(
+                out,
+                "permute({}, %{buffer}[{}])",
+                expr_text(table),
+                list(indices)
+            );
+        }
     }
 }
 

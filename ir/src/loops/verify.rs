@@ -611,6 +611,42 @@ impl Checker<'_> {
                 }
                 Vector(lanes)
             }
+            Expr::Permute {
+                table,
+                buffer,
+                indices,
+            } => {
+                let t = self.type_of(table)?;
+                let Vector(lanes) = t else {
+                    self.error(format!("`permute` needs a vector table, got {}", t.name()));
+                    return None;
+                };
+                self.access(buffer, indices, lanes);
+                let lane_numbers = self
+                    .module
+                    .buffer(buffer)
+                    .filter(|b| b.ty.dtype == DType::I8)
+                    .and_then(|b| b.index_data.as_deref());
+                match lane_numbers {
+                    None => {
+                        self.error(format!(
+                            "`permute` reads its lane numbers from an i8 index array, not %{buffer}"
+                        ));
+                        return None;
+                    }
+                    Some(values) => {
+                        if let Some(bad) = values.iter().find(|&&v| !(0..lanes as i64).contains(&v))
+                        {
+                            self.error(format!(
+                                "`permute` of {} lanes reads lane numbers from %{buffer}, which holds {bad}",
+                                lanes
+                            ));
+                            return None;
+                        }
+                    }
+                }
+                Vector(lanes)
+            }
             Expr::Horizontal(op, v) => match (op, self.type_of(v)?) {
                 (BinOp::Add | BinOp::Max | BinOp::Min, Vector(_)) => F32,
                 (BinOp::Add | BinOp::Max | BinOp::Min, other) => {
