@@ -3,7 +3,7 @@
 
 For each layer configuration (a layer of LeNet-300-100 pruned one way, a
 batch size, a backend) it times the layer with every kernel format forced
-(`--sparse dense|csr|bsr|nm`) and with the cost model's own choice
+(`--sparse dense|csr|bsr|nm|sell`) and with the cost model's own choice
 (`--sparse auto`, which `lopper bench` tunes for the bound batch), in
 interleaved rounds, and prints the median of the rounds' medians (and the
 fastest single call, in parentheses), the fastest format by median and
@@ -36,7 +36,7 @@ CONFIGS = [
     ("fc2", "sparsity=0.7"),
     ("fc2", "sparsity=0.9"),
 ]
-FORMATS = ["dense", "csr", "bsr", "nm"]
+FORMATS = ["dense", "csr", "bsr", "nm", "sell"]
 
 
 def bench(lopper, layer, prune, batch, backend, sparse, iters):
@@ -63,8 +63,8 @@ def main():
     ap.add_argument("--iters", type=int, default=300)
     args = ap.parse_args()
     print("µs per call: median (fastest call)\n")
-    print("| backend | batch | layer | pruning | dense | CSR | BSR 4x4 | N:M | fastest | cost model | match |")
-    print("|---|---:|---|---|---:|---:|---:|---:|---|---|---|")
+    print("| backend | batch | layer | pruning | dense | CSR | BSR 4x4 | N:M | SELL | fastest | cost model | match |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---|---|---|")
     matches = matches_best = total = 0
     for backend in args.backends.split(","):
         for batch in [int(b) for b in args.batches.split(",")]:
@@ -81,7 +81,8 @@ def main():
                 med = {f: statistics.median(t[0] for t in v) for f, v in times.items() if v}
                 best = {f: min(t[1] for t in v) for f, v in times.items() if v}
                 fastest = min((f for f in FORMATS if f in med), key=lambda f: med[f])
-                family = {"csr": "csr", "dense": "dense"}.get(picked, "bsr" if picked.startswith("bsr") else "nm")
+                family = ("bsr" if picked.startswith("bsr") else "sell" if picked.startswith("sell")
+                          else {"csr": "csr", "dense": "dense"}.get(picked, "nm"))
                 ok = family == fastest or med.get(family, 1e9) <= 1.05 * med[fastest]
                 matches += ok
                 # The same test on the fastest single calls, which a busy
@@ -91,7 +92,7 @@ def main():
                 total += 1
                 cell = lambda f: f"{med[f] * 1e6:.1f} ({best[f] * 1e6:.1f})" if f in med else "n/a"
                 print(f"| {backend} | {batch} | {layer} | `{prune}` | {cell('dense')} | {cell('csr')} | "
-                      f"{cell('bsr')} | {cell('nm')} | {fastest} | {picked} | {'yes' if ok else 'no'} |",
+                      f"{cell('bsr')} | {cell('nm')} | {cell('sell')} | {fastest} | {picked} | {'yes' if ok else 'no'} |",
                       flush=True)
     print(f"\ncost model matches the fastest kernel (within 5%) in {matches} of {total} configurations"
           f" by median, in {matches_best} of {total} by fastest call")

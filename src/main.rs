@@ -373,7 +373,8 @@ struct PipelineArgs {
     prune: Option<String>,
     /// Kernel format of linear layers with zeros: auto (the cost model's
     /// choice, the default at -O2), dense, csr, bsr (4x4), bsrRxC, nm (the
-    /// weight's N:M) or N:M such as 2:4.
+    /// weight's N:M), N:M such as 2:4, or sell (sliced ELLPACK, slices of
+    /// the backend's vector lanes; sell4, sell8, sell16).
     #[arg(long, value_name = "FORMAT", conflicts_with = "passes")]
     sparse: Option<String>,
     /// The batch (rows per call) the sparse cost model chooses kernels for:

@@ -116,7 +116,7 @@ fn pruned_models_on_every_sparse_format_match_the_interpreter() {
             lopper_passes::Ir::Loops(_) => unreachable!("no lowering"),
         };
         // rows=1: one batch row at a time; rows=64: along the batch.
-        for (format, rows) in ["auto", "csr", "bsr", "nm"]
+        for (format, rows) in ["auto", "csr", "bsr", "nm", "sell"]
             .into_iter()
             .flat_map(|f| [(f, 1), (f, 64)])
         {

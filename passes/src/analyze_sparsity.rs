@@ -57,7 +57,7 @@ impl Default for AnalyzeSparsity {
 }
 
 impl AnalyzeSparsity {
-    /// Reads `analyze-sparsity{format=auto|dense|csr|bsr|bsrRxC|nm|N:M,
+    /// Reads `analyze-sparsity{format=auto|dense|csr|bsr|bsrRxC|nm|N:M|sell|sellN,
     /// lanes=4|8|16,rows=N,panel=COLUMNS}`; `panel` defaults to
     /// [`panel_columns`] for the lanes, the rows and the host's level-1
     /// data cache, and `panel=0` asks for whole rows.
@@ -96,6 +96,7 @@ impl AnalyzeSparsity {
         let forced = match o.0.get("format").map(|s| s.trim()) {
             None | Some("auto") => Forced::Auto,
             Some("nm") => Forced::NM,
+            Some("sell") => Forced::Sell,
             Some(f) => Forced::Format(f.parse()?),
         };
         Ok(AnalyzeSparsity {

@@ -97,7 +97,7 @@ pub static PASSES: &[PassInfo] = &[
         name: "analyze-sparsity",
         description: "measure each layer's weight sparsity; choose dense, CSR, BSR or N:M kernels (cost model)",
         options: &[
-            ("format", "auto (cost model, default), dense, csr, bsr, bsrRxC, nm or N:M: the format of every linear layer"),
+            ("format", "auto (cost model, default), dense, csr, bsr, bsrRxC, nm, N:M, sell or sell4|8|16: the format of every linear layer"),
             ("lanes", "vector lanes of the backend: 4 (Cranelift, the default), 8 or 16 (set from --backend)"),
             ("rows", "rows per call (batch) to choose kernels for: 1 by default (set by --tune-batch, bench and run)"),
             ("panel", "columns per panel of CSR and N:M kernels, 0 for whole rows (default: from lanes, rows and the L1 cache)"),

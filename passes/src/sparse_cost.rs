@@ -1,4 +1,5 @@
-//! The cost model that picks a linear layer's kernel: dense, CSR, BSR or N:M.
+//! The cost model that picks a linear layer's kernel: dense, CSR, BSR, N:M
+//! or sliced ELLPACK.
 //!
 //! Each format's cost is the number of multiply-adds it performs (stored
 //! values, padding included) times its measured cost per multiply-add
@@ -31,23 +32,48 @@ pub struct RelativeCosts {
     /// Fixed cost per output row (per block row for BSR), in dense
     /// multiply-adds: setting up a row's loops, its unpredictable exit.
     pub row: f64,
+    /// Sliced ELLPACK, per stored lane (padding included), where it is
+    /// offered: a batch row at a time, slices of `lanes` rows.
+    pub sell: Option<f64>,
+    /// Fixed cost per slice of sliced ELLPACK, in dense multiply-adds.
+    pub slice: f64,
+    /// Vector lanes of the target: the slice height of sliced ELLPACK.
+    pub lanes: u32,
 }
 
 /// The measured relative costs (`benches/sparse_layers.py`, medians on
 /// this machine, docs/pruning.md). With fewer rows than one vector tile
-/// the sparse kernels run scalar, a batch row at a time, while the dense
-/// one is still vectorized along the reduction, so sparsity pays much
-/// later (below about 12% dense); with a batch, LLVM's dense kernels are
-/// faster than Cranelift's, so its break-even densities are lower.
+/// the sparse kernels run a batch row at a time: CSR, BSR and N:M scalar,
+/// while the dense one is still vectorized along the reduction, so they
+/// pay much later (below about 12% dense); sliced ELLPACK, vectorized
+/// across a slice of rows, pays below about 70% dense on LLVM. With a
+/// batch, LLVM's dense kernels are faster than Cranelift's, so its
+/// break-even densities are lower.
 pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
     let vectorized = fills_vector_tile(lanes, rows);
-    let costs = |csr, bsr, nm, row| RelativeCosts { csr, bsr, nm, row };
+    let costs = |csr, bsr, nm, row| RelativeCosts {
+        csr,
+        bsr,
+        nm,
+        row,
+        sell: None,
+        slice: 0.0,
+        lanes,
+    };
+    let with_sell = |c: RelativeCosts, sell, slice| RelativeCosts {
+        sell: Some(sell),
+        slice,
+        ..c
+    };
     match (lanes <= 4, vectorized) {
         // Cranelift, 128-bit vectors, a batch row at a time (no
         // transposes; session 11, Zen 4): least squares over the medians of
         // fc1 at 50-95% (CSR: 6.8 per stored value and 24 per row), 2:4
-        // and 4x4 blocks at 75% and 90%.
-        (true, false) => costs(6.8, 5.0, 6.7, 24.0),
+        // and 4x4 blocks at 75% and 90%. Sliced ELLPACK (session 12; slices
+        // and windows of 4, a byte shuffle per slot): 3.3 per stored lane
+        // and 630 per slice, least squares over the same layers; it wins
+        // only narrowly (4x4 blocks at 75%).
+        (true, false) => with_sell(costs(6.8, 5.0, 6.7, 24.0), 3.3, 630.0),
         // A batch that fills tiles of 8 vectors, each group's slots into
         // one accumulator (session 9; fastest calls of fc1 at 50-95%, 2:4
         // and 4x4 blocks at 75-90%, fc2 at 70-90%): CSR 1.25 per stored
@@ -59,7 +85,12 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         // LLVM, 8 or 16 lanes, a batch row at a time: fitted as
         // Cranelift's (session 11); its dense matrix-vector product is
         // faster (fc1 10.2 against 12.2 µs), so every ratio is higher.
-        (false, false) => costs(7.7, 5.9, 7.6, 39.0),
+        // Sliced ELLPACK (session 12; slices and windows of 16, `vpermd`):
+        // 1.25 per stored lane and 340 per slice by least squares over fc1
+        // at 50-95%, 2:4, 4x4 blocks and fc2, raised to 1.35 because the
+        // densest layers cost more per lane than the fit says (fc1 at 50%
+        // measured 12.6 µs against dense's 11.3 by median).
+        (false, false) => with_sell(costs(7.7, 5.9, 7.6, 39.0), 1.35, 340.0),
         // With panels and the vectorized transposes (session 6): CSR and
         // N:M read their activations from L1; a row costs its set-up once
         // per panel. Refitted in session 8 after tiles of four vectors on
@@ -79,12 +110,12 @@ pub fn fills_vector_tile(lanes: u32, rows: usize) -> bool {
 }
 
 /// Whether a `[features, reduction]` weight in `format` can run one batch
-/// row at a time: CSR and N:M always; BSR when its blocks tile the weight
-/// (its padded edge blocks would read past the activations' row and write
-/// past the output's).
+/// row at a time: CSR, N:M and sliced ELLPACK (which always does) always;
+/// BSR when its blocks tile the weight (its padded edge blocks would read
+/// past the activations' row and write past the output's).
 pub fn batch_outer_fits(format: SparseFormat, shape: &[usize]) -> bool {
     match (format, shape) {
-        (SparseFormat::Csr | SparseFormat::NM { .. }, _) => true,
+        (SparseFormat::Csr | SparseFormat::NM { .. } | SparseFormat::Sell { .. }, _) => true,
         (SparseFormat::Bsr { rows, cols }, [features, reduction]) => {
             features % rows == 0 && reduction % cols == 0
         }
@@ -155,6 +186,8 @@ pub enum Forced {
     Auto,
     /// N:M with the tightest N for M = 4 or 8 the weight conforms to.
     NM,
+    /// Sliced ELLPACK with slices of the target's vector lanes.
+    Sell,
     /// This format.
     Format(SparseFormat),
 }
@@ -209,7 +242,50 @@ fn footprint(t: &Tensor, format: SparseFormat) -> (u64, u64) {
             let stored = rows * cols.div_ceil(m) * n;
             (stored as u64, (4 + index_width(cols)) * stored as u64)
         }
+        SparseFormat::Sell { slice } => {
+            let slots: usize = (0..rows.div_ceil(slice))
+                .map(|s| {
+                    (0..cols.div_ceil(slice))
+                        .map(|w| sell_window(t, slice, s, w).1)
+                        .sum::<usize>()
+                        .div_ceil(SELL_GROUP)
+                        * SELL_GROUP
+                })
+                .sum();
+            // f32 values and i8 lane numbers per lane, a window start per
+            // slot, slice pointers (in groups).
+            (
+                (slots * slice) as u64,
+                5 * (slots * slice) as u64
+                    + index_width(cols) * slots as u64
+                    + index_width(slots / SELL_GROUP) * (rows.div_ceil(slice) + 1) as u64,
+            )
+        }
     }
+}
+
+/// Slots per group of a sliced-ELLPACK slice: its slots are padded to a
+/// multiple, and each slot of a group accumulates into its own vector.
+pub const SELL_GROUP: usize = 4;
+
+/// Window `w` of slice `s` of a sliced-ELLPACK weight `[rows, cols]` with
+/// slices of `slice` rows: for each lane (row of the slice), the columns
+/// of its nonzeros among the window's own columns (`w * slice` up to the
+/// next window's), and the slots the window takes (the most of any lane).
+pub fn sell_window(t: &Tensor, slice: usize, s: usize, w: usize) -> (Vec<Vec<usize>>, usize) {
+    let (rows, cols) = matrix_view(&t.shape);
+    let own = w * slice..((w + 1) * slice).min(cols);
+    let lanes: Vec<Vec<usize>> = (s * slice..(s + 1) * slice)
+        .map(|r| match r < rows {
+            true => own
+                .clone()
+                .filter(|&c| t.data[r * cols + c] != 0.0)
+                .collect(),
+            false => Vec::new(),
+        })
+        .collect();
+    let depth = lanes.iter().map(Vec::len).max().unwrap_or(0);
+    (lanes, depth)
 }
 
 /// Bytes per element of an index array whose values reach `max` (the
@@ -234,6 +310,7 @@ fn relative_cost(format: SparseFormat, costs: &RelativeCosts) -> f64 {
         SparseFormat::Csr => costs.csr,
         SparseFormat::Bsr { .. } => costs.bsr,
         SparseFormat::NM { .. } => costs.nm,
+        SparseFormat::Sell { .. } => costs.sell.unwrap_or(costs.csr),
     }
 }
 
@@ -266,24 +343,39 @@ pub fn choose(
     let format = match forced {
         Forced::Auto => None,
         Forced::NM => Some(tightest_nm(t).ok_or("the weight is not N:M sparse for M = 4 or 8")?),
+        Forced::Sell => Some(SparseFormat::Sell {
+            slice: costs.lanes as usize,
+        }),
         Forced::Format(f) => Some(f),
     };
+    let (rows, cols) = matrix_view(&t.shape);
     if let Some(f) = format {
-        if let SparseFormat::NM { n, m } = f {
-            if !conforms_to_nm(t, n, m) {
+        match f {
+            SparseFormat::NM { n, m } if !conforms_to_nm(t, n, m) => {
                 return Err(format!("the weight is not {n}:{m} sparse"));
             }
+            SparseFormat::Sell { slice } if cols < slice || t.shape.len() != 2 => {
+                return Err(format!(
+                    "{f} reads windows of {slice} columns: the weight has {cols}"
+                ));
+            }
+            _ => {}
         }
         return Ok(make(f, "forced".into()));
     }
     let dense_cost = footprint(t, SparseFormat::Dense).0 as f64;
-    let rows = matrix_view(&t.shape).0 as f64;
+    let rows = rows as f64;
     let row_cost = |f: SparseFormat| match f {
         SparseFormat::Bsr { rows: br, .. } => (rows / br as f64).ceil() * costs.row,
+        SparseFormat::Sell { slice } => (rows / slice as f64).ceil() * costs.slice,
         _ => rows * costs.row,
     };
     let mut candidates = vec![SparseFormat::Csr, SparseFormat::Bsr { rows: 4, cols: 4 }];
     candidates.extend(tightest_nm(t));
+    let slice = costs.lanes as usize;
+    if costs.sell.is_some() && cols >= slice && t.shape.len() == 2 {
+        candidates.push(SparseFormat::Sell { slice });
+    }
     let costs: Vec<(SparseFormat, f64)> = candidates
         .into_iter()
         .map(|f| {
@@ -333,6 +425,9 @@ mod tests {
         bsr: 1.4,
         nm: 2.1,
         row: 30.0,
+        sell: None,
+        slice: 0.0,
+        lanes: 4,
     };
 
     #[test]
@@ -391,5 +486,27 @@ mod tests {
         assert!(choose(&two_of_four, true, f, &BATCH).is_err());
         let csr = choose(&dense, true, Forced::Format(SparseFormat::Csr), &BATCH).unwrap();
         assert_eq!((csr.format, csr.stored_values), (SparseFormat::Csr, 32));
+        // Sliced ELLPACK reads windows of a slice's width of columns.
+        let err = choose(&dense, true, Forced::Sell, &relative_costs(16, 1)).unwrap_err();
+        assert!(err.contains("windows of 16 columns"), "{err}");
+        let sell = choose(&dense, true, Forced::Sell, &one_row).unwrap();
+        assert_eq!(sell.format, SparseFormat::Sell { slice: 4 });
+    }
+
+    #[test]
+    fn sliced_ellpack_takes_the_fullest_row_of_each_window() {
+        // Slice 0 (rows 0-3): window 0 holds 3 nonzeros in row 0, 1 in row
+        // 2; window 1 one in row 3: 4 slots, one group. Slice 1 (rows 4-5,
+        // padded): one slot in window 0, then padding to a group.
+        let t = weight(6, 8, |r, c| {
+            matches!((r, c), (0, 0..=2) | (2, 1) | (3, 6) | (4, 3) | (5, 0))
+        });
+        assert_eq!(sell_window(&t, 4, 0, 0).1, 3);
+        assert_eq!(sell_window(&t, 4, 0, 0).0[2], vec![1]);
+        assert_eq!(sell_window(&t, 4, 1, 1).1, 0);
+        let (stored, bytes) = footprint(&t, SparseFormat::Sell { slice: 4 });
+        assert_eq!(stored, 2 * 4 * 4);
+        // Values and lane numbers, i8 window starts, i8 slice pointers.
+        assert_eq!(bytes, 5 * 32 + 8 + 3);
     }
 }

@@ -32,6 +32,13 @@ pub enum SparseFormat {
         /// Group length.
         m: usize,
     },
+    /// Sliced ELLPACK: slices of `slice` rows, each a vector of that many
+    /// lanes, whose nonzeros are taken a window of `slice` columns at a
+    /// time (a batch row at a time, with a lane permute).
+    Sell {
+        /// Rows per slice, lanes per vector and columns per window.
+        slice: usize,
+    },
 }
 
 impl fmt::Display for SparseFormat {
@@ -41,6 +48,7 @@ impl fmt::Display for SparseFormat {
             SparseFormat::Csr => f.write_str("csr"),
             SparseFormat::Bsr { rows, cols } => write!(f, "bsr{rows}x{cols}"),
             SparseFormat::NM { n, m } => write!(f, "{n}:{m}"),
+            SparseFormat::Sell { slice } => write!(f, "sell{slice}"),
         }
     }
 }
@@ -49,10 +57,10 @@ impl std::str::FromStr for SparseFormat {
     type Err = String;
 
     /// Reads `dense`, `csr`, `bsr4x4` (or `bsr` for 4x4), `2:4` (or `nm`
-    /// for 2:4).
+    /// for 2:4), `sell4`, `sell8` or `sell16`.
     fn from_str(s: &str) -> Result<SparseFormat, String> {
         let bad = || {
-            format!("unknown sparse format `{s}`; expected dense, csr, bsr, bsrRxC (bsr4x4), nm or N:M (2:4)")
+            format!("unknown sparse format `{s}`; expected dense, csr, bsr, bsrRxC (bsr4x4), nm, N:M (2:4) or sell4, sell8, sell16")
         };
         let positive = |t: &str| t.parse::<usize>().ok().filter(|&v| v > 0);
         Ok(match s {
@@ -61,7 +69,12 @@ impl std::str::FromStr for SparseFormat {
             "bsr" => SparseFormat::Bsr { rows: 4, cols: 4 },
             "nm" => SparseFormat::NM { n: 2, m: 4 },
             _ => {
-                if let Some(block) = s.strip_prefix("bsr") {
+                if let Some(slice) = s.strip_prefix("sell") {
+                    match slice.parse::<usize>() {
+                        Ok(slice @ (4 | 8 | 16)) => SparseFormat::Sell { slice },
+                        _ => return Err(bad()),
+                    }
+                } else if let Some(block) = s.strip_prefix("bsr") {
                     let (r, c) = block.split_once('x').ok_or_else(bad)?;
                     SparseFormat::Bsr {
                         rows: positive(r).ok_or_else(bad)?,
@@ -196,7 +209,9 @@ mod tests {
 
     #[test]
     fn formats_print_and_parse_back() {
-        for s in ["dense", "csr", "bsr4x4", "bsr1x8", "2:4", "1:8"] {
+        for s in [
+            "dense", "csr", "bsr4x4", "bsr1x8", "2:4", "1:8", "sell4", "sell16",
+        ] {
             let f: SparseFormat = s.parse().expect(s);
             assert_eq!(f.to_string(), s);
         }
@@ -204,7 +219,9 @@ mod tests {
             "bsr".parse::<SparseFormat>(),
             Ok(SparseFormat::Bsr { rows: 4, cols: 4 })
         );
-        for bad in ["", "coo", "bsr0x4", "bsr4", "4:4", "5:4", "a:b", "bsrxx"] {
+        for bad in [
+            "", "coo", "bsr0x4", "bsr4", "4:4", "5:4", "a:b", "bsrxx", "sell", "sell5",
+        ] {
             assert!(bad.parse::<SparseFormat>().is_err(), "{bad}");
         }
     }

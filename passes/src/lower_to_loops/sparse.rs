@@ -51,7 +51,7 @@
 use super::build::*;
 use super::{Lowering, PASS};
 use crate::pass::PassError;
-use crate::sparse_cost::{batch_outer_fits, CSR_GROUP};
+use crate::sparse_cost::{batch_outer_fits, sell_window, CSR_GROUP, SELL_GROUP};
 use lopper_ir::graph::param::Param;
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, LoopKind, ScalarType, Stmt};
@@ -168,12 +168,84 @@ fn block_row(
     body
 }
 
+/// The body of slice `%s` of a sliced-ELLPACK product whose first `count`
+/// rows are stored: four vector accumulators (one per slot of a group),
+/// each slot adding its weights times `permute(window(its start), its
+/// lanes)`, the activations its rows read; then the slice's sums through a
+/// local array, and `finish(value, j)` for each stored row `j`.
+fn sell_slice(
+    values: &str,
+    (sliceptr, start, lanes): (&str, &str, &str),
+    slice: usize,
+    count: usize,
+    window: impl Fn(Expr) -> Expr,
+    finish: impl Fn(Expr, Expr) -> Vec<Stmt>,
+) -> Vec<Stmt> {
+    let vector = ScalarType::Vector(slice as u32);
+    let names = accumulators(SELL_GROUP);
+    let mut body: Vec<Stmt> = names
+        .iter()
+        .map(|a| Stmt::Let {
+            var: a.clone(),
+            ty: vector,
+            init: Expr::Broadcast(Box::new(Expr::Float(0.0)), slice as u32),
+        })
+        .collect();
+    let slots = names
+        .iter()
+        .enumerate()
+        .map(|(q, a)| {
+            let at = |lane: Option<Expr>| {
+                let mut index = vec![Expr::var("p"), int(q)];
+                index.extend(lane);
+                index
+            };
+            let weights = Expr::VLoad {
+                buffer: values.to_string(),
+                indices: at(Some(int(0))),
+                lanes: slice as u32,
+            };
+            let picked = Expr::Permute {
+                table: Box::new(window(load(start, at(None)))),
+                buffer: lanes.to_string(),
+                indices: at(Some(int(0))),
+            };
+            fma_into(a, weights, picked)
+        })
+        .collect();
+    let s = Expr::var("s");
+    body.push(range(
+        "p",
+        load(sliceptr, vec![s.clone()]),
+        load(sliceptr, vec![add(s.clone(), int(1))]),
+        slots,
+    ));
+    body.push(Stmt::Alloc {
+        name: "sums".into(),
+        dims: vec![slice],
+    });
+    body.push(Stmt::VStore {
+        buffer: "sums".into(),
+        indices: vec![int(0)],
+        value: sum(&names),
+        lanes: slice as u32,
+    });
+    let j = add(mul(s, int(slice)), Expr::var("l"));
+    body.push(for_loop(
+        "l",
+        int(count),
+        finish(load("sums", vec![Expr::var("l")]), j),
+    ));
+    body
+}
+
 /// The start of a sparse product kernel's name: `csr`, `nm` or `bsr`.
 fn kernel_prefix(format: SparseFormat) -> &'static str {
     match format {
         SparseFormat::Csr => "csr",
         SparseFormat::NM { .. } => "nm",
         SparseFormat::Bsr { .. } => "bsr",
+        SparseFormat::Sell { .. } => "sell",
         SparseFormat::Dense => "dense",
     }
 }
@@ -357,7 +429,56 @@ fn build(w: &Tensor, format: SparseFormat, panel: Option<usize>) -> Stored {
                 in_rows: block_cols * bc,
             }
         }
+        SparseFormat::Sell { slice } => sliced_ell(w, slice),
         SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
+    }
+}
+
+/// Sliced ELLPACK with slices of `slice` rows: for each slice, window by
+/// window of `slice` columns, as many slots as the slice's fullest row has
+/// nonzeros in the window; a slot holds one weight per row of the slice
+/// (zero for rows with fewer), the lane of its column within the window
+/// (`i8`), and the window's first column (the last window starts early
+/// enough to stay inside the weight, `cols >= slice`). A slice's slots come
+/// in groups of [`SELL_GROUP`], padded with zero weights; `sliceptr[s]` is
+/// the first group of slice `s`.
+fn sliced_ell(w: &Tensor, slice: usize) -> Stored {
+    let (rows, cols) = (w.shape[0], w.shape[1]);
+    let (mut values, mut lanes, mut starts, mut ptr) =
+        (Vec::new(), Vec::new(), Vec::new(), vec![0i64]);
+    for s in 0..rows.div_ceil(slice) {
+        for window in 0..cols.div_ceil(slice) {
+            let start = (window * slice).min(cols - slice);
+            let (nonzeros, depth) = sell_window(w, slice, s, window);
+            for q in 0..depth {
+                for (l, columns) in nonzeros.iter().enumerate() {
+                    let c = columns.get(q).copied();
+                    values.push(c.map_or(0.0, |c| w.data[(s * slice + l) * cols + c]));
+                    lanes.push(c.map_or(0, |c| (c - start) as i64));
+                }
+                starts.push(start as i64);
+            }
+        }
+        while starts.len() % SELL_GROUP != 0 || starts.is_empty() {
+            values.extend(std::iter::repeat_n(0.0, slice));
+            lanes.extend(std::iter::repeat_n(0, slice));
+            starts.push(0);
+        }
+        ptr.push((starts.len() / SELL_GROUP) as i64);
+    }
+    let groups = starts.len() / SELL_GROUP;
+    Stored {
+        values: Tensor {
+            shape: vec![groups, SELL_GROUP, slice],
+            data: values,
+        },
+        indices: vec![
+            ("sliceptr", vec![ptr.len()], ptr),
+            ("start", vec![groups, SELL_GROUP], starts),
+            ("lanes", vec![groups, SELL_GROUP, slice], lanes),
+        ],
+        out_rows: rows.div_ceil(slice) * slice,
+        in_rows: cols,
     }
 }
 
@@ -418,6 +539,9 @@ impl Lowering<'_> {
             return false;
         };
         let w = self.g.operands(n)[1];
+        if let SparseFormat::Sell { .. } = format {
+            return true;
+        }
         s.batch_outer
             && (self.g.node(w).ty.shape.as_static())
                 .is_some_and(|shape| batch_outer_fits(format, &shape))
@@ -614,6 +738,7 @@ impl Lowering<'_> {
                 }
                 (kernel_prefix(format), "jb", stored.out_rows / br, body)
             }
+            SparseFormat::Sell { .. } => unreachable!("sliced ELLPACK runs by batch row"),
             SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
         };
         let mut product = for_loop(loop_var, int(extent), nest("i", lead, body));
@@ -712,6 +837,31 @@ impl Lowering<'_> {
             };
             me.finish_in(local, value, out, &at_row(j), chain, n)
         };
+        if let SparseFormat::Sell { slice } = format {
+            let mut loops = Vec::new();
+            let (full, rest) = (features / slice, features % slice);
+            for (slices, count) in [(0..full, slice), (full..full + 1, rest)] {
+                if !slices.is_empty() && count > 0 {
+                    let body = sell_slice(
+                        &values,
+                        (&index_names[0], &index_names[1], &index_names[2]),
+                        slice,
+                        count,
+                        |start| Expr::VLoad {
+                            buffer: x.clone(),
+                            indices: at_row(start),
+                            lanes: slice as u32,
+                        },
+                        |value, j| finish(self, "r", value, j),
+                    );
+                    loops.push(range("s", int(slices.start), int(slices.end), body));
+                }
+            }
+            let mut name: Vec<&str> = vec![kernel_prefix(format), "linear"];
+            name.extend(chain.iter().map(|&c| g.node(c).op.name()));
+            self.push_kernel(&name.join("_"), nest("i", lead, loops));
+            return;
+        }
         let (kernel, loop_var, extent, body) = match format {
             SparseFormat::Csr | SparseFormat::NM { .. } => {
                 let columns = index_names.last().expect("colidx");
@@ -741,7 +891,9 @@ impl Lowering<'_> {
                 }
                 (kernel_prefix(format), "jb", features / br, body)
             }
-            SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
+            SparseFormat::Sell { .. } | SparseFormat::Dense => {
+                unreachable!("sliced ELLPACK returned above; dense takes the dense nest")
+            }
         };
         let product = nest("i", lead, vec![for_loop(loop_var, int(extent), body)]);
         let mut name: Vec<&str> = vec![kernel, "linear"];
