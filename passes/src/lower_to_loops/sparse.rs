@@ -1,5 +1,5 @@
-//! Sparse `linear` layers: CSR, BSR and N:M loop nests over constant index
-//! arrays.
+//! Sparse `linear` layers: CSR, BSR, N:M and sliced-ELLPACK loop nests
+//! over constant index arrays.
 //!
 //! A linear layer whose weight `analyze-sparsity` marked `csr`, `bsrRxC` or
 //! `N:M` lowers to three kernels instead of one:
@@ -35,6 +35,14 @@
 //! then the bias and the fused consumers, stored at `y[rows.., j]`; no
 //! transposes, scalar code. BSR takes it only where its blocks tile the
 //! weight (no padded edge block reads past a row of `x`).
+//!
+//! Sliced ELLPACK (`sellN`) always runs a batch row at a time, vectorized
+//! across slices of `N` output features: a slot is `N` weights, one per
+//! row of the slice, times the activations each row picks (`permute`) out
+//! of a window of `N` columns of `x`; a window takes as many slots as the
+//! slice's fullest row has nonzeros in it ([`sliced_ell`]). The slice's
+//! sums then get the bias and the fused consumers row by row, the last,
+//! partial slice in a loop of its own.
 //!
 //! With `panel = C` on the weight (`analyze-sparsity`), CSR and N:M run
 //! panel by panel: the row pointers are `%w.rowptr[kp, j]` over panels of
