@@ -39,8 +39,8 @@
 //! Sliced ELLPACK (`sellN`) always runs a batch row at a time, vectorized
 //! across slices of `N` output features: a slot is `N` weights, one per
 //! row of the slice, times the activations each row picks (`permute`) out
-//! of a window of `N` columns of `x`; a window takes as many slots as the
-//! slice's fullest row has nonzeros in it ([`sliced_ell`]). The slice's
+//! of a window of `N` columns of `x`, which slides along with the
+//! nonzeros ([`sliced_ell`]). The slice's
 //! sums then get the bias and the fused consumers row by row, the last,
 //! partial slice in a loop of its own.
 //!
@@ -59,7 +59,7 @@
 use super::build::*;
 use super::{Lowering, PASS};
 use crate::pass::PassError;
-use crate::sparse_cost::{batch_outer_fits, sell_window, CSR_GROUP, SELL_GROUP};
+use crate::sparse_cost::{batch_outer_fits, sell_slots, CSR_GROUP, SELL_GROUP};
 use lopper_ir::graph::param::Param;
 use lopper_ir::graph::{NodeIndex, SparseFormat, Sparsity};
 use lopper_ir::loops::{BinOp, Buffer, BufferKind, Expr, LoopKind, ScalarType, Stmt};
@@ -442,30 +442,23 @@ fn build(w: &Tensor, format: SparseFormat, panel: Option<usize>) -> Stored {
     }
 }
 
-/// Sliced ELLPACK with slices of `slice` rows: for each slice, window by
-/// window of `slice` columns, as many slots as the slice's fullest row has
-/// nonzeros in the window; a slot holds one weight per row of the slice
-/// (zero for rows with fewer), the lane of its column within the window
-/// (`i8`), and the window's first column (the last window starts early
-/// enough to stay inside the weight, `cols >= slice`). A slice's slots come
-/// in groups of [`SELL_GROUP`], padded with zero weights; `sliceptr[s]` is
-/// the first group of slice `s`.
+/// Sliced ELLPACK with slices of `slice` rows: for each slice, the slots
+/// of [`sell_slots`], each one weight per row of the slice (zero for a row
+/// it takes nothing from), the lane of its column within the slot's window
+/// of `slice` columns (`i8`), and the window's first column (`cols >=
+/// slice`). A slice's slots come in groups of [`SELL_GROUP`], padded with
+/// zero weights; `sliceptr[s]` is the first group of slice `s`.
 fn sliced_ell(w: &Tensor, slice: usize) -> Stored {
     let (rows, cols) = (w.shape[0], w.shape[1]);
     let (mut values, mut lanes, mut starts, mut ptr) =
         (Vec::new(), Vec::new(), Vec::new(), vec![0i64]);
     for s in 0..rows.div_ceil(slice) {
-        for window in 0..cols.div_ceil(slice) {
-            let start = (window * slice).min(cols - slice);
-            let (nonzeros, depth) = sell_window(w, slice, s, window);
-            for q in 0..depth {
-                for (l, columns) in nonzeros.iter().enumerate() {
-                    let c = columns.get(q).copied();
-                    values.push(c.map_or(0.0, |c| w.data[(s * slice + l) * cols + c]));
-                    lanes.push(c.map_or(0, |c| (c - start) as i64));
-                }
-                starts.push(start as i64);
+        for (start, taken) in sell_slots(w, slice, s) {
+            for (l, c) in taken.into_iter().enumerate() {
+                values.push(c.map_or(0.0, |c| w.data[(s * slice + l) * cols + c]));
+                lanes.push(c.map_or(0, |c| (c - start) as i64));
             }
+            starts.push(start as i64);
         }
         while starts.len() % SELL_GROUP != 0 || starts.is_empty() {
             values.extend(std::iter::repeat_n(0.0, slice));
