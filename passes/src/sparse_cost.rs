@@ -46,7 +46,7 @@ pub struct RelativeCosts {
 /// the sparse kernels run a batch row at a time: CSR, BSR and N:M scalar,
 /// while the dense one is still vectorized along the reduction, so they
 /// pay much later (below about 12% dense); sliced ELLPACK, vectorized
-/// across a slice of rows, pays below about 70% dense on LLVM. With a
+/// across a slice of rows, pays from half dense on LLVM. With a
 /// batch, LLVM's dense kernels are faster than Cranelift's, so its
 /// break-even densities are lower.
 pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
@@ -70,10 +70,10 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         // transposes; session 11, Zen 4): least squares over the medians of
         // fc1 at 50-95% (CSR: 6.8 per stored value and 24 per row), 2:4
         // and 4x4 blocks at 75% and 90%. Sliced ELLPACK (session 12; slices
-        // and windows of 4, a byte shuffle per slot): 3.3 per stored lane
-        // and 630 per slice, least squares over the same layers; it wins
-        // only narrowly (4x4 blocks at 75%).
-        (true, false) => with_sell(costs(6.8, 5.0, 6.7, 24.0), 3.3, 630.0),
+        // and windows of 4, a byte shuffle per slot): 3.7 per stored lane
+        // and 166 per slice, least squares over the medians of fc1 at
+        // 50-95%, 2:4, 4x4 blocks and fc2; it wins on 4x4 blocks only.
+        (true, false) => with_sell(costs(6.8, 5.0, 6.7, 24.0), 3.7, 166.0),
         // A batch that fills tiles of 8 vectors, each group's slots into
         // one accumulator (session 9; fastest calls of fc1 at 50-95%, 2:4
         // and 4x4 blocks at 75-90%, fc2 at 70-90%): CSR 1.25 per stored
@@ -85,12 +85,11 @@ pub fn relative_costs(lanes: u32, rows: usize) -> RelativeCosts {
         // LLVM, 8 or 16 lanes, a batch row at a time: fitted as
         // Cranelift's (session 11); its dense matrix-vector product is
         // faster (fc1 10.2 against 12.2 µs), so every ratio is higher.
-        // Sliced ELLPACK (session 12; slices and windows of 16, `vpermd`):
-        // 1.25 per stored lane and 340 per slice by least squares over fc1
-        // at 50-95%, 2:4, 4x4 blocks and fc2, raised to 1.35 because the
-        // densest layers cost more per lane than the fit says (fc1 at 50%
-        // measured 12.6 µs against dense's 11.3 by median).
-        (false, false) => with_sell(costs(7.7, 5.9, 7.6, 39.0), 1.35, 340.0),
+        // Sliced ELLPACK (session 12; slices of 16, sliding windows of 16,
+        // `vpermd`): 1.17 per stored lane and 400 per slice by least
+        // squares over the medians of fc1 at 50-95%, 2:4, 4x4 blocks and
+        // fc2 at 70% and 90% (within 15% of each).
+        (false, false) => with_sell(costs(7.7, 5.9, 7.6, 39.0), 1.17, 400.0),
         // With panels and the vectorized transposes (session 6): CSR and
         // N:M read their activations from L1; a row costs its set-up once
         // per panel. Refitted in session 8 after tiles of four vectors on
@@ -266,7 +265,7 @@ pub const SELL_GROUP: usize = 4;
 /// width, if less): 8 floats, 32 bytes, so that neither half of a 64-byte
 /// window load crosses a cache line (on Zen 4 a window at an odd column
 /// made fc1's kernel 28% slower, one at 8 columns past a line as fast as
-/// an aligned one: `benches/proto/sliced_ell.c` with `x` offset).
+/// an aligned one: `benches/proto/sliding_ell.c` with `-DOFF=1`, `=8`).
 pub const SELL_ALIGN: usize = 8;
 
 /// One slot of a sliced-ELLPACK slice: the first column of its window of
