@@ -49,6 +49,10 @@ enum Command {
         /// Bind a symbolic size for the totals, e.g. `--set batch=64` (repeatable).
         #[arg(long = "set", value_name = "NAME=SIZE")]
         set: Vec<String>,
+        /// The backend whose sparse kernels the weights table chooses for:
+        /// `cranelift` or `llvm` (16 lanes with AVX-512).
+        #[arg(long, default_value = "cranelift")]
+        backend: lopper_backends::Backend,
     },
     /// Prune a model's weights and write them (and, for structured pruning,
     /// the model with its new shapes); print what each layer lost.
@@ -101,6 +105,10 @@ enum Command {
         /// Print what the pass did to each weight.
         #[arg(long)]
         remarks: bool,
+        /// The backend whose sparse kernels the report chooses for:
+        /// `cranelift` or `llvm`.
+        #[arg(long, default_value = "cranelift")]
+        backend: lopper_backends::Backend,
     },
     /// Import an ONNX model: write the same model in lopper's language (.lop)
     /// and its weights (.safetensors), so it can be read, edited and pruned.
@@ -748,7 +756,7 @@ fn fuzz_diff(
 
 fn execute(command: Command) -> Result<()> {
     match command {
-        Command::Check { file, set } => {
+        Command::Check { file, set, backend } => {
             let sizes = parse_sizes(&set)?;
             let instrumentation = Instrumentation {
                 verify_each: true,
@@ -763,21 +771,15 @@ fn execute(command: Command) -> Result<()> {
             };
             print!("{}", summary(&g, &sizes));
             let rows = sizes.values().copied().max().unwrap_or(1);
+            let (costs, header) = prune::report_costs(backend, rows)?;
             let layers = lopper_passes::analyze_sparsity::analyze(
                 &g,
                 lopper_passes::sparse_cost::Forced::Auto,
-                &lopper_passes::sparse_cost::relative_costs(4, rows),
+                &costs,
             )
             .map_err(|e| anyhow!("{e}"))?;
             if !layers.is_empty() {
-                let layout = if lopper_passes::sparse_cost::fills_vector_tile(4, rows) {
-                    "sparse kernels vectorized along the batch"
-                } else {
-                    "sparse kernels a batch row at a time"
-                };
-                println!(
-                    "weights (the kernel -O2 chooses for each layer, Cranelift, {rows} row(s) per call, {layout}):"
-                );
+                println!("weights ({header}):");
                 print!("{}", prune::sparsity_table(None, &layers));
             }
             // Scratch memory per call, before and after plan-memory.
@@ -815,6 +817,7 @@ fn execute(command: Command) -> Result<()> {
             output,
             report,
             remarks,
+            backend,
         } => {
             let mut options = vec![format!("method={method}")];
             let mut add = |key: &str, value: Option<String>| {
@@ -838,6 +841,7 @@ fn execute(command: Command) -> Result<()> {
                 output: output.as_deref(),
                 report,
                 remarks,
+                backend,
             })?;
         }
         Command::Import {

@@ -9,10 +9,11 @@
 
 use crate::driver::{load_graph, table};
 use anyhow::{anyhow, bail, Context, Result};
+use lopper_backends::Backend;
 use lopper_ir::graph::print_gir;
 use lopper_ir::{Graph, Op, Tensor};
 use lopper_passes::analyze_sparsity::{analyze, LayerReport};
-use lopper_passes::sparse_cost::{relative_costs, Forced};
+use lopper_passes::sparse_cost::{fills_vector_tile, relative_costs, Forced, RelativeCosts};
 use lopper_passes::{Instrumentation, Ir, PassManager};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,13 +64,36 @@ pub struct PruneRequest<'a> {
     pub report: bool,
     /// Print the pass's remarks.
     pub remarks: bool,
+    /// The backend the report chooses kernels for.
+    pub backend: Backend,
+}
+
+/// The sparse costs of `backend` for `rows` rows per call, and the header
+/// of a table of its choices: the kernel `-O2` chooses for each layer, the
+/// backend's lanes and whether its sparse kernels run along the batch.
+pub fn report_costs(backend: Backend, rows: usize) -> Result<(RelativeCosts, String)> {
+    if backend == Backend::Interpreter {
+        bail!("the sparse kernels are chosen for cranelift or llvm, not the interpreter");
+    }
+    let lanes = backend.lanes();
+    let layout = if fills_vector_tile(lanes, rows) {
+        "sparse kernels vectorized along the batch"
+    } else {
+        "sparse kernels a batch row at a time"
+    };
+    Ok((
+        relative_costs(lanes, rows),
+        format!(
+            "the kernel -O2 chooses for each layer: {backend}, {lanes} lanes, {rows} row(s) per call, {layout}"
+        ),
+    ))
 }
 
 /// Prunes a model and writes its weights (and, when shapes changed, the
 /// model) as asked.
 pub fn prune_command(req: PruneRequest) -> Result<()> {
     let graph = load_graph(req.file)?;
-    let costs = relative_costs(4, 1);
+    let (costs, header) = report_costs(req.backend, 1)?;
     let before = analyze(&graph, Forced::Auto, &costs).map_err(|e| anyhow!("{e}"))?;
     let shapes_before = param_shapes(&graph);
     let instrumentation = Instrumentation {
@@ -86,7 +110,7 @@ pub fn prune_command(req: PruneRequest) -> Result<()> {
     };
     let after = analyze(&g, Forced::Auto, &costs).map_err(|e| anyhow!("{e}"))?;
     if req.report || req.output.is_none() {
-        println!("the kernel -O2 chooses for each layer (Cranelift, one row per call, sparse kernels a batch row at a time; see `lopper check --set`):");
+        println!("{header} (`lopper check --set` for a batch):");
         print!("{}", sparsity_table(Some(&before), &after));
     }
     let Some(output) = req.output else {

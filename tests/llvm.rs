@@ -169,6 +169,35 @@ fn permute_matches_plain_loops() {
     }
 }
 
+/// `lopper prune --report --backend llvm` and `lopper check --backend
+/// llvm` report LLVM's choices: sliced ELLPACK for one row (with AVX-512),
+/// CSR for a batch of 64.
+#[test]
+fn reports_choose_for_llvm() {
+    let dir = scratch("llvm-report");
+    let model = root().join("examples/mlp.lop");
+    let model = model.to_str().unwrap();
+    let (code, out, err) = lopper(
+        &dir,
+        &[
+            "prune",
+            model,
+            "--sparsity",
+            "0.9",
+            "--report",
+            "--backend",
+            "llvm",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lanes = Backend::Llvm.lanes();
+    assert!(
+        out.contains(&format!("llvm, {lanes} lanes, 1 row(s)")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("sell{lanes}")), "{out}");
+}
+
 /// `examples/c/digits.c`, unchanged, on a library built by LLVM.
 #[test]
 fn c_client_runs_on_an_llvm_library() {

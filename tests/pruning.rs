@@ -504,6 +504,10 @@ fn bad_prune_options_are_clear_errors() {
         ),
         (vec!["prune", model, "--method", "nm", "--n", "4"], "n < m"),
         (
+            vec!["prune", model, "--backend", "interpreter"],
+            "not the interpreter",
+        ),
+        (
             vec!["prune", model, "--layer-sparsity", "fc9.weight:0.5"],
             "not a selected weight",
         ),

@@ -39,10 +39,9 @@
 //! Sliced ELLPACK (`sellN`) always runs a batch row at a time, vectorized
 //! across slices of `N` output features: a slot is `N` weights, one per
 //! row of the slice, times the activations each row picks (`permute`) out
-//! of a window of `N` columns of `x`, which slides along with the
-//! nonzeros ([`sliced_ell`]). The slice's
-//! sums then get the bias and the fused consumers row by row, the last,
-//! partial slice in a loop of its own.
+//! of a window of `N` columns of `x`, which slides along with the nonzeros
+//! ([`sliced_ell`]). The slice's sums then get the bias and the fused
+//! consumers row by row, the last, partial slice in a loop of its own.
 //!
 //! With `panel = C` on the weight (`analyze-sparsity`), CSR and N:M run
 //! panel by panel: the row pointers are `%w.rowptr[kp, j]` over panels of
@@ -247,7 +246,8 @@ fn sell_slice(
     body
 }
 
-/// The start of a sparse product kernel's name: `csr`, `nm` or `bsr`.
+/// The start of a sparse product kernel's name: `csr`, `nm`, `bsr` or
+/// `sell`.
 fn kernel_prefix(format: SparseFormat) -> &'static str {
     match format {
         SparseFormat::Csr => "csr",
