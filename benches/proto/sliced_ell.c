@@ -17,29 +17,16 @@
 //
 // Prints the best of five timings of 20,000 calls each and the largest
 // difference between the two results.
-#include <immintrin.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <stdint.h>
-#include <string.h>
-#include <time.h>
-#define R 300
-#define C 784
-static double now(){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
+#include "common.h"
 float W[R*C]; float x[C]; float y[R+16], y2[R+16];
-// dense: packed W^T [C][R pad 304]
-float WT[C*304] __attribute__((aligned(64)));
+float WT[C*RP] __attribute__((aligned(64)));
 int main(int argc,char**argv){
   if(argc<3){fprintf(stderr,"usage: %s DENSITY WINDOW(4|16) [nm]\n",argv[0]);return 2;}
   double dens=atof(argv[1]); int Wn=atoi(argv[2]); int nm=argc>3;
   if(Wn!=4&&Wn!=16){fprintf(stderr,"WINDOW is 4 or 16\n");return 2;}
-  srand(1);
-  for(int i=0;i<R*C;i++){ W[i]=((rand()%2000)-1000)/1000.0f; }
-  for(int r=0;r<R;r++)for(int c=0;c<C;c++){
-    if(nm){ int g=c/4; int k=c%4; int p=(r*7+g*3)%6; static const int pat[6][2]={{0,1},{0,2},{0,3},{1,2},{1,3},{2,3}}; if(k!=pat[p][0]&&k!=pat[p][1]) W[r*C+c]=0; }
-    else if((rand()%10000)>=dens*10000) W[r*C+c]=0;}
-  for(int c=0;c<C;c++) x[c]=(c%13)*0.1f-0.5f;
-  for(int c=0;c<C;c++)for(int r=0;r<304;r++) WT[c*304+r]= r<R? W[r*C+c]:0;
+  make_weights(W, dens, nm);
+  make_input(x);
+  pack_dense(W, WT);
   // build SELL: slices of 16 rows, windows of Wn cols
   int S=(R+15)/16; int nw=(C+Wn-1)/Wn;
   float *vals=aligned_alloc(64, 64*200000); uint8_t *lanes=aligned_alloc(64,16*200000); int32_t *win=malloc(4*200000); int *sptr=malloc(4*(S+1));
@@ -58,10 +45,7 @@ int main(int argc,char**argv){
   for(int rep=0;rep<5;rep++){
     double t0=now();
     for(int it=0;it<N;it++){
-      // dense matvec: y[r]=sum_c WT[c][r]*x[c], 19 vectors of 16
-      __m512 acc[19]; for(int v=0;v<19;v++)acc[v]=_mm512_setzero_ps();
-      for(int c=0;c<C;c++){ __m512 b=_mm512_set1_ps(x[c]); for(int v=0;v<19;v++) acc[v]=_mm512_fmadd_ps(b,_mm512_load_ps(&WT[c*304+v*16]),acc[v]); }
-      for(int v=0;v<19;v++)_mm512_storeu_ps(&y[v*16],acc[v]);
+      dense_matvec(WT, x, y);
       __asm__ volatile(""::"r"(y):"memory");
     }
     double t1=now();

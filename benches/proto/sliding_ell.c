@@ -15,31 +15,19 @@
 //   taskset -c 1 /tmp/sliding_ell 0.5 16 8 nm   # 2:4
 //
 // Prints the slots and the best of five timings of 20,000 calls each.
-#include <immintrin.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <stdint.h>
-#include <string.h>
-#include <time.h>
-#define R 300
-#define C 784
-static double now(){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
+#include "common.h"
 #ifndef OFF
 #define OFF 0
 #endif
 float W[R*C]; float xs[C+64] __attribute__((aligned(64))); float *x=xs+OFF; float y[R+16], y2[R+16];
-float WT[C*304] __attribute__((aligned(64)));
+float WT[C*RP] __attribute__((aligned(64)));
 int main(int argc,char**argv){
   if(argc<4){fprintf(stderr,"usage: %s DENSITY WIDTH(16|32) ALIGN [nm]\n",argv[0]);return 2;}
   double dens=atof(argv[1]); int Wn=atoi(argv[2]); int AL=atoi(argv[3]); int nm=argc>4;
   if((Wn!=16&&Wn!=32)||AL<1||AL>Wn){fprintf(stderr,"WIDTH is 16 or 32, ALIGN 1..WIDTH\n");return 2;}
-  srand(1);
-  for(int i=0;i<R*C;i++){ W[i]=((rand()%2000)-1000)/1000.0f; }
-  for(int r=0;r<R;r++)for(int c=0;c<C;c++){
-    if(nm){ int g=c/4; int k=c%4; int p=(r*7+g*3)%6; static const int pat[6][2]={{0,1},{0,2},{0,3},{1,2},{1,3},{2,3}}; if(k!=pat[p][0]&&k!=pat[p][1]) W[r*C+c]=0; }
-    else if((rand()%10000)>=dens*10000) W[r*C+c]=0;}
-  for(int c=0;c<C;c++) x[c]=(c%13)*0.1f-0.5f;
-  for(int c=0;c<C;c++)for(int r=0;r<304;r++) WT[c*304+r]= r<R? W[r*C+c]:0;
+  make_weights(W, dens, nm);
+  make_input(x);
+  pack_dense(W, WT);
   int S=(R+15)/16;
   float *vals=aligned_alloc(64, 64*200000); uint8_t *lanes=aligned_alloc(64,16*200000); int16_t *win=malloc(2*200000); int *sptr=malloc(4*(S+1));
   int ns=0; sptr[0]=0;
@@ -60,9 +48,7 @@ int main(int argc,char**argv){
   for(int rep=0;rep<5;rep++){
     double t0=now();
     for(int it=0;it<N;it++){
-      __m512 acc[19]; for(int v=0;v<19;v++)acc[v]=_mm512_setzero_ps();
-      for(int c=0;c<C;c++){ __m512 b=_mm512_set1_ps(x[c]); for(int v=0;v<19;v++) acc[v]=_mm512_fmadd_ps(b,_mm512_load_ps(&WT[c*304+v*16]),acc[v]); }
-      for(int v=0;v<19;v++)_mm512_storeu_ps(&y[v*16],acc[v]);
+      dense_matvec(WT, x, y);
       __asm__ volatile(""::"r"(y):"memory");
     }
     double t1=now();

@@ -61,6 +61,12 @@ pub fn kernel_signature(module: &dyn ClifModule) -> cranelift_codegen::ir::Signa
     sig
 }
 
+/// The flags of a `bitcast` between vector types of different lanes
+/// (Cranelift asks for the byte order).
+fn lane_bitcast() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
+}
+
 /// Where a buffer name points inside a kernel: a base address and strides.
 struct Array {
     base: Value,
@@ -722,7 +728,7 @@ impl Lowerer<'_, '_> {
         } else {
             (x, y)
         };
-        let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let flags = lane_bitcast();
         let wins = if max {
             self.b.ins().fcmp(FloatCC::LessThan, y, x)
         } else {
@@ -778,7 +784,7 @@ impl Lowerer<'_, '_> {
         let bias = self.b.ins().splat(types::I32X4, bias);
         let biased = self.b.ins().iadd(n, bias);
         let bits = self.b.ins().ishl_imm_u(biased, 23);
-        let flags = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let flags = lane_bitcast();
         let two_n = self.b.ins().bitcast(types::F32X4, flags, bits);
         self.b.ins().fmul(p, two_n)
     }
@@ -842,6 +848,18 @@ impl Lowerer<'_, '_> {
         } else {
             flags
         }
+    }
+
+    /// Cranelift's `shuffle` of the bytes of `x` and `y` (placed end to
+    /// end) by the constant selector `bytes`.
+    fn byte_shuffle(&mut self, x: Value, y: Value, bytes: Vec<u8>) -> Value {
+        let mask = self
+            .b
+            .func
+            .dfg
+            .immediates
+            .push(cranelift_codegen::ir::ConstantData::from(bytes));
+        self.b.ins().shuffle(x, y, mask)
     }
 
     fn type_of(&self, e: &Expr) -> ScalarType {
@@ -1024,18 +1042,11 @@ impl Lowerer<'_, '_> {
                     .iter()
                     .flat_map(|&l| (0..4).map(move |byte| (4 * l + byte) as u8))
                     .collect();
-                let flags =
-                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+                let flags = lane_bitcast();
                 let (x, y) = (self.expr(a)?, self.expr(c)?);
                 let x = self.b.ins().bitcast(types::I8X16, flags, x);
                 let y = self.b.ins().bitcast(types::I8X16, flags, y);
-                let mask = self
-                    .b
-                    .func
-                    .dfg
-                    .immediates
-                    .push(cranelift_codegen::ir::ConstantData::from(bytes));
-                let r = self.b.ins().shuffle(x, y, mask);
+                let r = self.byte_shuffle(x, y, bytes);
                 self.b.ins().bitcast(types::F32X4, flags, r)
             }
             Expr::Permute {
@@ -1056,18 +1067,10 @@ impl Lowerer<'_, '_> {
                     .b
                     .ins()
                     .load(types::I32, MemFlagsData::trusted(), addr, disp);
-                let flags =
-                    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+                let flags = lane_bitcast();
                 let numbers = self.b.ins().scalar_to_vector(types::I32X4, numbers);
                 let numbers = self.b.ins().bitcast(types::I8X16, flags, numbers);
-                let spread: Vec<u8> = (0..16).map(|byte| byte / 4).collect();
-                let spread = self
-                    .b
-                    .func
-                    .dfg
-                    .immediates
-                    .push(cranelift_codegen::ir::ConstantData::from(spread));
-                let each = self.b.ins().shuffle(numbers, numbers, spread);
+                let each = self.byte_shuffle(numbers, numbers, (0..16).map(|b| b / 4).collect());
                 let twice = self.b.ins().iadd(each, each);
                 let four_times = self.b.ins().iadd(twice, twice);
                 let within: Vec<u8> = (0..16).map(|byte| byte % 4).collect();
