@@ -335,6 +335,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn index_arrays_take_the_narrowest_type_that_holds_them() {
+        assert_eq!(DType::narrowest_holding(&[]), DType::I8);
+        assert_eq!(DType::narrowest_holding(&[0, 127]), DType::I8);
+        assert_eq!(DType::narrowest_holding(&[-129, 3]), DType::I16);
+        assert_eq!(DType::narrowest_holding(&[0, 783]), DType::I16);
+        assert_eq!(DType::narrowest_holding(&[40_000]), DType::I32);
+        assert_eq!(DType::narrowest_holding(&[1 << 40]), DType::I64);
+        assert!(!DType::I8.holds(128) && DType::I16.holds(-32_768));
+        assert!(!DType::F32.holds(0));
+        for t in [DType::I8, DType::I16, DType::I32, DType::I64] {
+            assert_eq!(DType::from_name(t.name()), Some(t));
+        }
+    }
+
+    #[test]
     fn size_division_cancels_symbols() {
         let total = Shape(vec![
             Dim::Symbol("batch".into()),
