@@ -838,32 +838,31 @@ impl Lowering<'_> {
             };
             me.finish_in(local, value, out, &at_row(j), chain, n)
         };
-        if let SparseFormat::Sell { slice } = format {
-            let mut loops = Vec::new();
-            let (full, rest) = (features / slice, features % slice);
-            for (slices, count) in [(0..full, slice), (full..full + 1, rest)] {
-                if !slices.is_empty() && count > 0 {
-                    let body = sell_slice(
-                        &values,
-                        (&index_names[0], &index_names[1], &index_names[2]),
-                        slice,
-                        count,
-                        |start| Expr::VLoad {
-                            buffer: x.clone(),
-                            indices: at_row(start),
-                            lanes: slice as u32,
-                        },
-                        |value, j| finish(self, "r", value, j),
-                    );
-                    loops.push(range("s", int(slices.start), int(slices.end), body));
+        // The loops under the batch rows' nest.
+        let loops = match format {
+            SparseFormat::Sell { slice } => {
+                // Whole slices, then the partial one in a loop of its own.
+                let (full, rest) = (features / slice, features % slice);
+                let mut loops = Vec::new();
+                for (slices, count) in [(0..full, slice), (full..full + 1, rest)] {
+                    if !slices.is_empty() && count > 0 {
+                        let body = sell_slice(
+                            &values,
+                            (&index_names[0], &index_names[1], &index_names[2]),
+                            slice,
+                            count,
+                            |start| Expr::VLoad {
+                                buffer: x.clone(),
+                                indices: at_row(start),
+                                lanes: slice as u32,
+                            },
+                            |value, j| finish(self, "r", value, j),
+                        );
+                        loops.push(range("s", int(slices.start), int(slices.end), body));
+                    }
                 }
+                loops
             }
-            let mut name: Vec<&str> = vec![kernel_prefix(format), "linear"];
-            name.extend(chain.iter().map(|&c| g.node(c).op.name()));
-            self.push_kernel(&name.join("_"), nest("i", lead, loops));
-            return;
-        }
-        let (kernel, loop_var, extent, body) = match format {
             SparseFormat::Csr | SparseFormat::NM { .. } => {
                 let columns = index_names.last().expect("colidx");
                 let names = accumulators(CSR_GROUP);
@@ -876,7 +875,7 @@ impl Lowering<'_> {
                     load(&x, at_row(col))
                 }));
                 body.extend(finish(self, "r", sum(&names), Expr::var("j")));
-                (kernel_prefix(format), "j", features, body)
+                vec![for_loop("j", int(features), body)]
             }
             SparseFormat::Bsr { rows: br, cols: bc } => {
                 // by_batch_row: the blocks tile the weight, so no padded
@@ -890,16 +889,13 @@ impl Lowering<'_> {
                     let j = add(mul(Expr::var("jb"), int(br)), int(row));
                     body.extend(finish(self, &format!("r{row}"), Expr::var(a), j));
                 }
-                (kernel_prefix(format), "jb", features / br, body)
+                vec![for_loop("jb", int(features / br), body)]
             }
-            SparseFormat::Sell { .. } | SparseFormat::Dense => {
-                unreachable!("sliced ELLPACK returned above; dense takes the dense nest")
-            }
+            SparseFormat::Dense => unreachable!("dense weights take the dense nest"),
         };
-        let product = nest("i", lead, vec![for_loop(loop_var, int(extent), body)]);
-        let mut name: Vec<&str> = vec![kernel, "linear"];
+        let mut name: Vec<&str> = vec![kernel_prefix(format), "linear"];
         name.extend(chain.iter().map(|&c| g.node(c).op.name()));
-        self.push_kernel(&name.join("_"), product);
+        self.push_kernel(&name.join("_"), nest("i", lead, loops));
     }
 
     /// Pushes a kernel copying `x[rows.., k]` to a new `x.t[k, rows..]` with
