@@ -293,9 +293,9 @@ pub fn sell_slots(t: &Tensor, slice: usize, s: usize) -> Vec<SellSlot> {
             nonzeros.into_iter().peekable()
         })
         .collect();
+    let align = SELL_ALIGN.min(slice);
     let mut slots = Vec::new();
     while let Some(first) = left.iter_mut().filter_map(|l| l.peek().copied()).min() {
-        let align = SELL_ALIGN.min(slice);
         let start = (first / align * align).min(cols - slice);
         let lanes = left
             .iter_mut()

@@ -620,6 +620,18 @@ impl Lowering<'_> {
                 ));
             }
         }
+        if let SparseFormat::Sell { slice } = format {
+            if weight.shape[1] < slice {
+                return Err(PassError::at(
+                    PASS,
+                    &wname,
+                    format!(
+                        "the weight is marked {format} but has {} columns, fewer than a window of {slice}",
+                        weight.shape[1]
+                    ),
+                ));
+            }
+        }
         if self.by_batch_row(n) {
             self.lower_sparse_by_batch_row(n, out, chain, format, &weight, &wname);
             return Ok(None);
